@@ -1,0 +1,292 @@
+//! `switchboard dev`: a local cluster for trying Switchboard out.
+//!
+//! Starts N real `switchboard serve` processes (this same binary) on
+//! 127.0.0.1 ports P, P+1, ... with real sled data directories under
+//! `--data`, waits for a leader, loads an example dial plan, gateways and a
+//! few registrations, prints one `ready: leader=<id>` line, then endpoints
+//! and example commands. Ctrl-C (SIGINT) or SIGTERM stops every node with
+//! SIGTERM and waits for them. A data directory from an earlier run is
+//! reused: the cluster comes back with its data.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use switchboard_proto::v1 as pb;
+use switchboard_proto::v1::cluster_client::ClusterClient;
+use switchboard_proto::v1::dial_plan_client::DialPlanClient;
+use switchboard_proto::v1::gateways_client::GatewaysClient;
+use switchboard_proto::v1::registrar_client::RegistrarClient;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// Flags of `switchboard dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Number of nodes (3 or more for fault tolerance).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// gRPC port of node 1; node i listens on base-port + i - 1.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    /// Directory holding each node's data directory and log file.
+    #[arg(long, default_value = "switchboard-dev")]
+    pub data: PathBuf,
+}
+
+/// How long the cluster may take to elect a leader and take the example data.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run the local cluster until SIGINT/SIGTERM.
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let last = u32::from(args.base_port) + u32::from(args.nodes) - 1;
+    if last > u32::from(u16::MAX) {
+        bail!("--base-port {} leaves no room for {} nodes", args.base_port, args.nodes);
+    }
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let addrs: Vec<String> =
+        (0..args.nodes).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
+    let initial: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let initial = initial.join(",");
+
+    let mut children = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i + 1;
+        let log_path = args.data.join(format!("node{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let child = Command::new(&exe)
+            .arg("serve")
+            .args(["--id", &id.to_string(), "--listen", addr, "--initial-cluster", &initial])
+            .arg("--data")
+            .arg(args.data.join(format!("node{id}")))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {id}"))?;
+        eprintln!("started node {id} (pid {}) on {addr}, log {}", child.id().unwrap_or(0), log_path.display());
+        children.push((id, child, log_path));
+    }
+
+    let ready = tokio::select! {
+        r = tokio::time::timeout(READY_TIMEOUT, prepare(&addrs)) => r,
+        _ = super::serve::shutdown_signal() => {
+            stop(&mut children).await;
+            return Ok(());
+        }
+        dead = first_exit(&mut children) => {
+            let (id, status, log) = dead;
+            stop(&mut children).await;
+            bail!("node {id} exited during start-up ({status}); see {}:\n{}", log.display(), tail(&log));
+        }
+    };
+    let leader = match ready {
+        Ok(Ok(leader)) => leader,
+        Ok(Err(e)) => {
+            stop(&mut children).await;
+            return Err(e);
+        }
+        Err(_) => {
+            stop(&mut children).await;
+            bail!("no leader with the example data after {READY_TIMEOUT:?}; see the logs in {}", args.data.display());
+        }
+    };
+
+    println!("ready: leader={leader}");
+    println!("endpoints: {}", addrs.join(","));
+    println!("data: {}", args.data.display());
+    println!("try:");
+    let ep = addrs.join(",");
+    for example in [
+        "status".to_string(),
+        "lookup 1000".into(),
+        "route 1001".into(),
+        "route 95551234 --json".into(),
+        "register 1003 sip:1003@127.0.0.1:5083 --device desk-1003".into(),
+        "gateway report gw-east timeout --retry-after 30".into(),
+        "call start call-1 --from 1000 --to 1001".into(),
+        "watch".into(),
+    ] {
+        println!("  switchboard ctl --endpoints {ep} {example}");
+    }
+    println!("Ctrl-C stops every node.");
+
+    tokio::select! {
+        _ = super::serve::shutdown_signal() => {}
+        dead = first_exit(&mut children) => {
+            let (id, status, _) = dead;
+            eprintln!("node {id} exited ({status}); stopping the others");
+        }
+    }
+    stop(&mut children).await;
+    Ok(())
+}
+
+/// Wait for a leader, then load the example data through the public API.
+async fn prepare(addrs: &[String]) -> anyhow::Result<u64> {
+    let (leader, channel) = loop {
+        if let Some(found) = find_leader(addrs).await {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    load_examples(channel).await?;
+    Ok(leader)
+}
+
+async fn find_leader(addrs: &[String]) -> Option<(u64, Channel)> {
+    for addr in addrs {
+        let Ok(endpoint) = Channel::from_shared(format!("http://{addr}")) else { continue };
+        let Ok(ch) = endpoint.connect_timeout(Duration::from_millis(300)).connect().await else {
+            continue;
+        };
+        let Ok(status) = ClusterClient::new(ch.clone()).status(pb::StatusRequest {}).await else {
+            continue;
+        };
+        let status = status.into_inner();
+        if status.leader_id != 0 {
+            return Some((status.leader_id, ch));
+        }
+    }
+    None
+}
+
+/// The example data: idempotent puts, so a restarted dev cluster can load it again.
+async fn load_examples(ch: Channel) -> anyhow::Result<()> {
+    let mut plan = DialPlanClient::new(ch.clone());
+    for (pattern, group, strip, prefix) in [
+        ("1XXX", "", 0, ""),
+        ("9@", "pstn", 1, "+1"),
+        ("00@", "intl", 2, "+"),
+    ] {
+        let route = pb::DialRoute {
+            pattern: pattern.into(),
+            priority: 10,
+            group: group.into(),
+            strip,
+            prefix: prefix.into(),
+        };
+        retry(|| {
+            let mut plan = plan.clone();
+            let route = route.clone();
+            async move { plan.put_route(pb::PutRouteRequest { route: Some(route) }).await }
+        })
+        .await
+        .with_context(|| format!("loading route {pattern}"))?;
+    }
+    let _ = &mut plan;
+    let gateways = GatewaysClient::new(ch.clone());
+    for (id, group, address, priority, weight) in [
+        ("gw-east", "pstn", "127.0.0.1:5091", 10, 60),
+        ("gw-west", "pstn", "127.0.0.1:5092", 10, 40),
+        ("gw-backup", "pstn", "127.0.0.1:5093", 20, 1),
+        ("gw-intl", "intl", "127.0.0.1:5094", 10, 1),
+    ] {
+        let req = pb::PutGatewayRequest {
+            id: id.into(),
+            group: group.into(),
+            address: address.into(),
+            priority,
+            weight,
+            capacity: 100,
+        };
+        retry(|| {
+            let mut g = gateways.clone();
+            let req = req.clone();
+            async move { g.put_gateway(req).await }
+        })
+        .await
+        .with_context(|| format!("loading gateway {id}"))?;
+    }
+    let registrar = RegistrarClient::new(ch);
+    for (number, device, port) in [("1000", "desk-1000", 5080), ("1001", "desk-1001", 5081), ("1002", "soft-1002", 5082)] {
+        let req = pb::RegisterRequest {
+            number: number.into(),
+            device_id: device.into(),
+            contact: format!("sip:{number}@127.0.0.1:{port}"),
+            device_name: format!("SEP-{device}"),
+            mac: String::new(),
+            node_id: 0,
+            q: 1000,
+            expires_s: 24 * 3600,
+        };
+        retry(|| {
+            let mut r = registrar.clone();
+            let req = req.clone();
+            async move { r.register(req).await }
+        })
+        .await
+        .with_context(|| format!("registering {number}"))?;
+    }
+    Ok(())
+}
+
+/// Retry a request while the cluster is still settling (no leader yet).
+async fn retry<T, F, Fut>(mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut last = None;
+    for _ in 0..50 {
+        match f().await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+                last = Some(s);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(s) => return Err(anyhow!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+    Err(anyhow!("cluster not ready: {}", last.map(|s| s.message().to_string()).unwrap_or_default()))
+}
+
+async fn first_exit(children: &mut [(usize, Child, PathBuf)]) -> (usize, String, PathBuf) {
+    loop {
+        for (id, child, log) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (*id, status.to_string(), log.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM every node, give them five seconds, then kill what is left.
+async fn stop(children: &mut [(usize, Child, PathBuf)]) {
+    for (_, child, _) in children.iter_mut() {
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on a pid we spawned and still own (not yet reaped).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    for (id, child, _) in children.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+            Ok(_) => eprintln!("node {id} stopped"),
+            Err(_) => {
+                let _ = child.kill().await;
+                eprintln!("node {id} killed after 5 s");
+            }
+        }
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}

@@ -1,0 +1,4 @@
+//! The command line: `serve` (one node), `dev` (a local cluster) and `ctl`
+//! (an etcdctl-like client).
+
+pub mod serve;

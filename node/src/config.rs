@@ -1,0 +1,422 @@
+//! Node configuration: a TOML file, overridden by command-line flags.
+//!
+//! Every default lives in one place — the `Default` impls below — and
+//! [`Config::validate`] checks the combination before anything starts, so
+//! a bad value is a clear startup error rather than a surprise at run time.
+//! The Raft timings default to values chosen for fast failover on a LAN:
+//! heartbeats every 50 ms and elections after 150–300 ms of silence (spread
+//! per node, see [`RaftTimings::election_range`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_storage::state::NodeId;
+
+/// A configuration problem, found before the node starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the line and the key).
+        message: String,
+    },
+    /// A value or combination of values is not acceptable.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole node configuration. Field docs are the configuration reference
+/// (README "Configuration").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id (> 0), unique in the cluster; also its Raft id.
+    pub id: NodeId,
+    /// gRPC listen address, for clients and peers.
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use to reach this node; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Data directory (sled database: Raft log, vote, snapshots).
+    pub data: PathBuf,
+    /// Bootstrap membership, `id=host:port,...` (etcd-style). Used only when
+    /// the data directory is empty; ignored on restart.
+    pub initial_cluster: Option<String>,
+    /// Prometheus metrics listen address (text format over HTTP); off when unset.
+    pub metrics: Option<SocketAddr>,
+    /// SIP listen address (reserved for the SIP front end).
+    pub sip: Option<SocketAddr>,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
+    pub log: String,
+    /// Raft timings and snapshot policy.
+    pub raft: RaftTimings,
+    /// Write path: group commit and timeouts.
+    pub writes: Writes,
+    /// Registration defaults.
+    pub registrations: Registrations,
+    /// This node's call capacity and the cluster's stand-by policy.
+    pub calls: Calls,
+    /// Gateway report defaults.
+    pub gateways: Gateways,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: 0,
+            listen: "127.0.0.1:7001".parse().expect("literal address"),
+            advertise: None,
+            data: PathBuf::from("switchboard-data"),
+            initial_cluster: None,
+            metrics: None,
+            sip: None,
+            log: "info,openraft=warn".into(),
+            raft: RaftTimings::default(),
+            writes: Writes::default(),
+            registrations: Registrations::default(),
+            calls: Calls::default(),
+            gateways: Gateways::default(),
+        }
+    }
+}
+
+/// Raft timings and snapshot policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTimings {
+    /// Leader heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+    /// Shortest election timeout, ms.
+    pub election_min_ms: u64,
+    /// Longest election timeout, ms.
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind the last snapshot (for slow followers).
+    pub keep_entries_after_snapshot: u64,
+    /// Timeout for sending one snapshot chunk / installing a snapshot, ms.
+    /// openraft's 200 ms default is far too short for large states.
+    pub install_snapshot_timeout_ms: u64,
+    /// Timeout of one AppendEntries / Vote RPC, ms.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat_ms: 50,
+            election_min_ms: 150,
+            election_max_ms: 300,
+            snapshot_after_entries: 20_000,
+            keep_entries_after_snapshot: 5_000,
+            install_snapshot_timeout_ms: 30_000,
+            rpc_timeout_ms: 1_000,
+        }
+    }
+}
+
+impl RaftTimings {
+    /// The election timeout range for node `id`.
+    ///
+    /// openraft 0.9 draws each node's timeout once, at start-up; two
+    /// survivors that drew close values can split votes again and again. So
+    /// each node gets its own quarter-width slice of the configured range,
+    /// staggered by id, and draws inside that.
+    pub fn election_range(&self, id: NodeId) -> (u64, u64) {
+        let width = self.election_max_ms - self.election_min_ms;
+        let slice = (width / 4).max(1);
+        let lo = self.election_min_ms + (id % 4) * (width - slice) / 3;
+        (lo, lo + slice)
+    }
+}
+
+/// Write path settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Writes {
+    /// Most client writes grouped into one log entry.
+    pub max_batch: usize,
+    /// Most batches in flight at once (each is one Raft entry).
+    pub max_inflight: usize,
+    /// How long a client write may take, end to end, ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Writes {
+            max_batch: 512,
+            max_inflight: 4,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Registration defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registrations {
+    /// Lifetime of a registration when the request gives none, s.
+    pub default_expires_s: u32,
+    /// Purge a node's registrations when the leader declares it down.
+    pub purge_on_node_down: bool,
+    /// How often the leader sweeps expired bindings, ms.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for Registrations {
+    fn default() -> Self {
+        Registrations {
+            default_expires_s: 3_600,
+            purge_on_node_down: true,
+            sweep_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Calls: this node's capacity and the cluster's takeover policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Calls {
+    /// Most concurrent calls this node owns (0 = no limit).
+    pub capacity: u32,
+    /// `hot` (calls move to their stand-by) or `cold` (calls are released).
+    pub takeover: String,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            capacity: 1_000,
+            takeover: "hot".into(),
+        }
+    }
+}
+
+/// Gateway defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gateways {
+    /// How long a gateway reported as timed out / failed stays out of service when the report gives no time, s.
+    pub default_retry_after_s: u32,
+}
+
+impl Default for Gateways {
+    fn default() -> Self {
+        Gateways {
+            default_retry_after_s: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Read a TOML file (missing keys take their defaults).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The address peers and clients should use for this node.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The parsed `initial_cluster`, if any.
+    pub fn initial_members(&self) -> Result<Option<BTreeMap<NodeId, String>>, ConfigError> {
+        self.initial_cluster
+            .as_deref()
+            .map(parse_members)
+            .transpose()
+    }
+
+    /// Check the configuration as a whole.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.id == 0 {
+            return bad("id must be > 0 (set `id` or --id)".into());
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 {
+            return bad(format!(
+                "raft.election_min_ms ({}) must exceed twice raft.heartbeat_ms ({}), which must be > 0",
+                r.election_min_ms, r.heartbeat_ms
+            ));
+        }
+        if r.election_max_ms <= r.election_min_ms {
+            return bad(format!(
+                "raft.election_max_ms ({}) must exceed raft.election_min_ms ({})",
+                r.election_max_ms, r.election_min_ms
+            ));
+        }
+        if r.snapshot_after_entries == 0
+            || r.install_snapshot_timeout_ms == 0
+            || r.rpc_timeout_ms == 0
+        {
+            return bad("raft.snapshot_after_entries and the raft timeouts must be > 0".into());
+        }
+        let w = &self.writes;
+        if w.max_batch == 0 || w.max_batch > switchboard_storage::state::command::MAX_BATCH {
+            return bad(format!(
+                "writes.max_batch must be 1..={}",
+                switchboard_storage::state::command::MAX_BATCH
+            ));
+        }
+        if w.max_inflight == 0 || w.timeout_ms == 0 {
+            return bad("writes.max_inflight and writes.timeout_ms must be > 0".into());
+        }
+        if self.registrations.default_expires_s == 0 || self.registrations.sweep_interval_ms == 0 {
+            return bad("registrations.default_expires_s and sweep_interval_ms must be > 0".into());
+        }
+        if !matches!(self.calls.takeover.as_str(), "hot" | "cold") {
+            return bad(format!(
+                "calls.takeover must be \"hot\" or \"cold\", not {:?}",
+                self.calls.takeover
+            ));
+        }
+        if let Some(members) = self.initial_members()? {
+            if !members.contains_key(&self.id) {
+                return bad(format!(
+                    "initial_cluster does not list this node's id {}",
+                    self.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The openraft configuration derived from this one.
+    pub fn openraft(&self) -> Result<openraft::Config, ConfigError> {
+        let r = &self.raft;
+        let (lo, hi) = r.election_range(self.id);
+        let cfg = openraft::Config {
+            cluster_name: "switchboard".into(),
+            heartbeat_interval: r.heartbeat_ms,
+            election_timeout_min: lo,
+            election_timeout_max: hi,
+            install_snapshot_timeout: r.install_snapshot_timeout_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
+            ..Default::default()
+        };
+        cfg.validate()
+            .map_err(|e| ConfigError::Invalid(format!("raft: {e}")))
+    }
+
+    /// The client write timeout.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.writes.timeout_ms)
+    }
+}
+
+/// Parse `1=host:port,2=host:port,...`.
+pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "initial_cluster entry {part:?} is not id=host:port"
+            ))
+        })?;
+        let id: NodeId = id.trim().parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "initial_cluster entry {part:?}: {id:?} is not a node id"
+            ))
+        })?;
+        let addr = addr.trim();
+        if id == 0
+            || addr
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "initial_cluster entry {part:?}: need id > 0 and host:port"
+            )));
+        }
+        if out.insert(id, addr.to_owned()).is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "initial_cluster lists node {id} twice"
+            )));
+        }
+    }
+    if out.is_empty() {
+        return Err(ConfigError::Invalid("initial_cluster is empty".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_once_an_id_is_set() {
+        let c = Config {
+            id: 1,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        c.openraft().unwrap();
+        assert!(Config::default().validate().is_err(), "id 0 is refused");
+    }
+
+    #[test]
+    fn election_ranges_are_staggered_and_inside_the_configured_range() {
+        let r = RaftTimings::default();
+        let ranges: Vec<_> = (1..=4).map(|id| r.election_range(id)).collect();
+        for (lo, hi) in &ranges {
+            assert!(*lo >= 150 && *hi <= 300 && lo < hi, "{ranges:?}");
+        }
+        assert_ne!(ranges[0], ranges[1]);
+        assert_ne!(ranges[1], ranges[2]);
+    }
+
+    #[test]
+    fn members_parse_and_reject_garbage() {
+        let m = parse_members("1=127.0.0.1:7001, 2=localhost:7002").unwrap();
+        assert_eq!(m[&2], "localhost:7002");
+        for bad in [
+            "",
+            "1",
+            "x=a:1",
+            "0=a:1",
+            "1=a",
+            "1=:80",
+            "1=a:1,1=b:2",
+            "1=a:99999",
+        ] {
+            assert!(parse_members(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn toml_with_unknown_keys_is_refused_with_the_key_named() {
+        let err = toml::from_str::<Config>("id = 1\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        let c: Config = toml::from_str("id = 3\n[raft]\nheartbeat_ms = 20\n").unwrap();
+        assert_eq!(
+            (c.id, c.raft.heartbeat_ms, c.raft.election_min_ms),
+            (3, 20, 150)
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! `switchboard.v1.Cluster`: status, membership changes and drains.
+//!
+//! Membership changes run at the leader (a follower relays the request to
+//! it over the same client API) and are serialised by one lock, because
+//! concurrent `change_membership` calls can leave a joint configuration
+//! behind. Adding a node makes it a learner, waits until it has caught up,
+//! then promotes it to voter.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use switchboard_proto::v1 as pb;
+use switchboard_proto::v1::cluster_client::ClusterClient;
+use switchboard_proto::v1::cluster_server::Cluster;
+use switchboard_proto::v1::raft_client::RaftClient;
+use switchboard_storage::state::{Command, NodeId, Outcome};
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+use super::convert::{meta, node_status};
+use super::unexpected;
+use crate::batch::write_error;
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// The Cluster service of one node.
+pub struct ClusterService {
+    node: Node,
+    /// Serialises membership changes on this node.
+    changes: Mutex<()>,
+}
+
+impl ClusterService {
+    /// Serve cluster administration for `node`.
+    pub fn new(node: Node) -> Self {
+        ClusterService {
+            node,
+            changes: Mutex::new(()),
+        }
+    }
+
+    /// A client to the leader's Cluster service, when this node is not the leader.
+    fn leader_client(&self) -> Result<Option<ClusterClient<tonic::transport::Channel>>, ApiError> {
+        match self.node.leader() {
+            Some((id, _)) if id == self.node.id() => Ok(None),
+            Some((id, addr)) => {
+                let ch =
+                    self.node.peers().channel(id, &addr).map_err(|e| {
+                        ApiError::unavailable(format!("leader address {addr}: {e}"))
+                    })?;
+                Ok(Some(ClusterClient::new(ch)))
+            }
+            None => Err(ApiError::unavailable("no leader elected yet")),
+        }
+    }
+
+    async fn status_here(&self) -> pb::StatusResponse {
+        let m = self.node.raft().metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let replication = m.replication.clone().unwrap_or_default();
+        let table: BTreeMap<NodeId, &'static str> = self.node.read(|s, _| {
+            s.nodes
+                .iter()
+                .map(|n| (n.id, node_status(n.status)))
+                .collect()
+        });
+        let mut members = Vec::new();
+        for (id, node) in membership.nodes() {
+            let applied = self.poll(*id, &node.addr).await;
+            members.push(pb::Member {
+                id: *id,
+                addr: node.addr.clone(),
+                role: if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .into(),
+                matched_index: replication
+                    .get(id)
+                    .cloned()
+                    .flatten()
+                    .map_or(0, |l| l.index),
+                lag: applied.map_or(0, |a| last.saturating_sub(a)),
+                status: table.get(id).copied().unwrap_or("unknown").into(),
+                applied_index: applied.unwrap_or(0),
+                reachable: applied.is_some(),
+            });
+        }
+        pb::StatusResponse {
+            node_id: self.node.id(),
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            last_log_index: last,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            members,
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+        }
+    }
+
+    /// A member's applied index, asked just now (`None` if it does not answer quickly).
+    async fn poll(&self, id: NodeId, addr: &str) -> Option<u64> {
+        if id == self.node.id() {
+            return Some(self.node.read(|_, applied| applied));
+        }
+        let ch = self.node.peers().channel(id, addr).ok()?;
+        let mut req = Request::new(pb::PingRequest {
+            from: self.node.id(),
+        });
+        req.set_timeout(Duration::from_millis(300));
+        RaftClient::new(ch)
+            .ping(req)
+            .await
+            .ok()
+            .map(|r| r.into_inner().applied_index)
+    }
+
+    /// Run a membership change at this node (the leader), retrying while
+    /// another change is still in progress.
+    async fn change(&self, changes: ChangeMembers<NodeId, BasicNode>) -> Result<(), ApiError> {
+        for attempt in 0..50u32 {
+            match self
+                .node
+                .raft()
+                .change_membership(changes.clone(), false)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if attempt < 49 => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    return Err(ApiError::FailedPrecondition(e.to_string()))
+                }
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        Err(ApiError::unavailable("membership change still in progress"))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(self.status_here().await))
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(Status::invalid_argument("node id must be > 0"));
+        }
+        crate::config::parse_members(&format!("{}={}", r.id, r.addr))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(mut leader) = self.leader_client()? {
+            return leader.add_node(r).await;
+        }
+        let _serial = self.changes.lock().await;
+        let node = BasicNode {
+            addr: r.addr.clone(),
+        };
+        // Learner first; `blocking` waits until it has caught up with the log.
+        let mut attempt = 0;
+        loop {
+            match self.node.raft().add_learner(r.id, node.clone(), true).await {
+                Ok(_) => break,
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(write_error(e).into()),
+            }
+        }
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])))
+            .await?;
+        Ok(Response::new(pb::AddNodeResponse {
+            status: Some(self.status_here().await),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let r = req.into_inner();
+        if let Some(mut leader) = self.leader_client()? {
+            return leader.remove_node(r).await;
+        }
+        let _serial = self.changes.lock().await;
+        let m = self
+            .node
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .clone();
+        if m.membership().get_node(&r.id).is_none() {
+            return Err(Status::not_found(format!("node {} is not a member", r.id)));
+        }
+        // Calls off it first, so nothing is owned by a node that has left.
+        let known = self.node.read(|s, _| s.nodes.get(r.id).is_some());
+        if known {
+            self.node.write(Command::DrainNode { id: r.id }).await?;
+        }
+        if m.membership().voter_ids().any(|v| v == r.id) {
+            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([r.id])))
+                .await?;
+        }
+        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([r.id])))
+            .await?;
+        if known {
+            self.node.write(Command::RemoveNode { id: r.id }).await?;
+        }
+        Ok(Response::new(pb::RemoveNodeResponse {
+            status: Some(self.status_here().await),
+        }))
+    }
+
+    async fn drain_node(
+        &self,
+        req: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        let r = req.into_inner();
+        let w = self.node.write(Command::DrainNode { id: r.id }).await?;
+        let moved_calls = match &w.outcome {
+            Outcome::NodeStatus { moved, .. } => {
+                moved.iter().filter(|m| m.previous_owner == r.id).count()
+            }
+            other => return Err(unexpected(other)),
+        };
+        if self.node.leader().is_some_and(|(l, _)| l == r.id) {
+            if let Some(mut leader) = self.leader_client()? {
+                // The drained node is the leader but not us: it steps down when asked there.
+                leader.drain_node(r).await?;
+            } else {
+                self.node.step_down().await?;
+            }
+        }
+        Ok(Response::new(pb::DrainNodeResponse {
+            moved_calls: u32::try_from(moved_calls).unwrap_or(u32::MAX),
+            meta: meta(&w),
+        }))
+    }
+}

@@ -1,0 +1,250 @@
+//! The Switchboard node: Raft over gRPC, the client API, leader-side tasks
+//! and the CLI.
+//!
+//! # Layout
+//!
+//! - [`config`]: TOML + flags, defaults in one place, `validate()`.
+//! - [`node`]: [`node::Node`], the handle every service uses to write (at
+//!   any node: forwarded to the leader) and to read at a consistency level.
+//! - [`batch`]: group commit of concurrent writes into one Raft entry.
+//! - [`raft`]: openraft's network over tonic and the node-to-node service.
+//! - [`grpc`]: the client services (`switchboard.v1`) and the one
+//!   error-to-status mapping.
+//! - [`leader`]: tasks only the leader runs (policy, expiry sweep).
+//! - [`metrics`]: Prometheus exporter.
+//! - [`cli`]: `serve`, `dev` and `ctl`.
+//! - [`failpoint`]: test-only fault injection.
+//!
+//! [`run`] starts a node on an already-bound listener and stops it when the
+//! shutdown future completes, so tests start whole clusters in-process on
+//! port 0.
+
+pub mod batch;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod failpoint;
+pub mod grpc;
+pub mod leader;
+pub mod metrics;
+pub mod node;
+pub mod raft;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::BasicNode;
+use switchboard_proto::v1::calls_server::CallsServer;
+use switchboard_proto::v1::cluster_server::ClusterServer;
+use switchboard_proto::v1::dial_plan_server::DialPlanServer;
+use switchboard_proto::v1::gateways_server::GatewaysServer;
+use switchboard_proto::v1::raft_server::RaftServer;
+use switchboard_proto::v1::registrar_server::RegistrarServer;
+use switchboard_proto::v1::router_server::RouterServer;
+use switchboard_storage::state::Command;
+use switchboard_storage::types::Raft;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::node::Node;
+use crate::raft::network::{Network, Peers};
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be opened (corrupt, not ours, unreadable).
+    #[error("cannot open data directory {path}: {source}")]
+    Storage {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: switchboard_storage::OpenError,
+    },
+    /// openraft refused to start or stopped fatally.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Largest gRPC message accepted or sent (snapshot chunks, big lists).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Run a node until `shutdown` completes.
+///
+/// `listener` is the already-bound gRPC listener (clients and peers). On an
+/// empty data directory with `initial_cluster` set, the node initialises the
+/// cluster with those members (every listed node may do so: the same
+/// membership is proposed by all); on restart the existing log decides.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let raft_config = Arc::new(config.openraft()?);
+    let data = config.data.clone();
+    let (log_store, sm_store) =
+        tokio::task::spawn_blocking(move || switchboard_storage::open(&data))
+            .await
+            .map_err(|e| RunError::Raft(format!("storage open task: {e}")))?
+            .map_err(|source| RunError::Storage {
+                path: config.data.clone(),
+                source,
+            })?;
+    let reader = sm_store.reader();
+    let peers = Peers::new(Duration::from_millis(config.raft.rpc_timeout_ms));
+    let raft = Raft::new(
+        config.id,
+        raft_config,
+        Network::new(peers.clone()),
+        log_store,
+        sm_store,
+    )
+    .await
+    .map_err(|e| RunError::Raft(e.to_string()))?;
+    let node = Node::new(Arc::clone(&config), raft.clone(), reader, peers);
+    info!(id = config.id, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "node starting");
+
+    bootstrap(&config, &raft).await?;
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RegistrarServer<grpc::registrar::RegistrarService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError::Raft(format!("reflection: {e}")))?;
+
+    let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(register_self(node.clone(), tasks_stopped.clone()));
+    tokio::spawn(leader::run(node.clone(), tasks_stopped.clone()));
+    if let Some(addr) = config.metrics {
+        metrics::install(addr, node.clone(), tasks_stopped.clone());
+    }
+
+    macro_rules! svc {
+        ($server:ident, $svc:expr) => {
+            $server::new($svc)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE)
+        };
+    }
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(svc!(
+            RaftServer,
+            raft::service::RaftService::new(node.clone())
+        ))
+        .add_service(svc!(
+            RegistrarServer,
+            grpc::registrar::RegistrarService::new(node.clone())
+        ))
+        .add_service(svc!(
+            RouterServer,
+            grpc::router::RouterService::new(node.clone())
+        ))
+        .add_service(svc!(
+            GatewaysServer,
+            grpc::gateways::GatewaysService::new(node.clone())
+        ))
+        .add_service(svc!(
+            DialPlanServer,
+            grpc::dialplan::DialPlanService::new(node.clone())
+        ))
+        .add_service(svc!(
+            CallsServer,
+            grpc::calls::CallsService::new(node.clone())
+        ))
+        .add_service(svc!(
+            ClusterServer,
+            grpc::cluster::ClusterService::new(node.clone())
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let served = server.await;
+    let _ = stop_tasks.send(true);
+    info!(id = config.id, "node stopping");
+    if let Err(e) = raft.shutdown().await {
+        warn!(error = %e, "raft shutdown");
+    }
+    served?;
+    Ok(())
+}
+
+/// Initialise the cluster on a fresh data directory when `initial_cluster` is set.
+async fn bootstrap(config: &Config, raft: &Raft) -> Result<(), RunError> {
+    let Some(members) = config.initial_members()? else {
+        return Ok(());
+    };
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| RunError::Raft(e.to_string()))?
+    {
+        info!("data directory holds a cluster already; initial_cluster ignored");
+        return Ok(());
+    }
+    let members: BTreeMap<_, _> = members
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode { addr }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => info!("cluster initialised from initial_cluster"),
+        // Another member's initialisation reached us first: fine.
+        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+            info!(reason = %e, "cluster already initialised")
+        }
+        Err(e) => return Err(RunError::Raft(format!("initialize: {e}"))),
+    }
+    Ok(())
+}
+
+/// Record this node (address, SIP address, capacity) in the replicated node
+/// table, retrying until a leader accepts it.
+async fn register_self(node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let c = node.config();
+    let command = Command::PutNode {
+        id: node.id(),
+        grpc_addr: c.advertise_addr(),
+        sip_addr: c.sip.map(|a| a.to_string()).unwrap_or_default(),
+        capacity: c.calls.capacity,
+    };
+    loop {
+        let current = node.read(|s, _| s.nodes.get(node.id()).cloned());
+        let up_to_date = current.is_some_and(|n| {
+            Command::PutNode {
+                id: n.id,
+                grpc_addr: n.grpc_addr,
+                sip_addr: n.sip_addr,
+                capacity: n.capacity,
+            } == command
+        });
+        if up_to_date {
+            return;
+        }
+        match node.write(command.clone()).await {
+            Ok(_) => {
+                info!("registered in the node table");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "node registration will be retried"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

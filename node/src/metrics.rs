@@ -1,0 +1,53 @@
+//! Prometheus metrics (text format over HTTP) when `metrics` is configured.
+//!
+//! Raft gauges are refreshed from openraft's metrics once a second. The
+//! recorder is process-global (the `metrics` crate's design), so only the
+//! first node of a process installs it; every series carries a `node` label.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use openraft::ServerState;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::node::Node;
+
+/// Serve metrics on `addr` and keep the node's gauges current until `stop` fires.
+pub fn install(addr: SocketAddr, node: Node, mut stop: watch::Receiver<bool>) {
+    match PrometheusBuilder::new().with_http_listener(addr).install() {
+        Ok(()) => info!(%addr, "metrics listening"),
+        Err(e) => {
+            warn!(%addr, error = %e, "metrics exporter not started");
+            return;
+        }
+    }
+    tokio::spawn(async move {
+        let id = node.id().to_string();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let m = node.raft().metrics().borrow().clone();
+            let labels = [("node", id.clone())];
+            metrics::gauge!("switchboard_raft_term", &labels).set(m.current_term as f64);
+            metrics::gauge!("switchboard_raft_last_log_index", &labels)
+                .set(m.last_log_index.unwrap_or(0) as f64);
+            metrics::gauge!("switchboard_raft_applied_index", &labels)
+                .set(m.last_applied.map_or(0, |l| l.index) as f64);
+            metrics::gauge!("switchboard_raft_is_leader", &labels).set(
+                if m.state == ServerState::Leader {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            let (regs, calls) = node.read(|s, _| (s.registrations.len(), s.calls.len()));
+            metrics::gauge!("switchboard_registered_numbers", &labels).set(regs as f64);
+            metrics::gauge!("switchboard_calls", &labels).set(calls as f64);
+        }
+    });
+}

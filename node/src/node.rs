@@ -1,0 +1,344 @@
+//! [`Node`]: one Switchboard node's handle on its Raft instance, its applied
+//! state and its peers — what every service (gRPC, SIP, leader tasks) uses
+//! to write and to read at a chosen consistency.
+//!
+//! Writes may be made at any node: the leader batches them (see `batch`);
+//! a follower forwards them to the leader over the node-to-node service and
+//! relays the one answer. A forward is retried only when the leader answered
+//! "not the leader" (the write was then certainly not applied), at most a few
+//! times and within the write deadline.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use switchboard_proto::v1::raft_client::RaftClient;
+use switchboard_proto::v1::{RaftPayload, ReadIndexRequest};
+use switchboard_storage::codec;
+use switchboard_storage::sm_store::StateReader;
+use switchboard_storage::state::{Command, NodeId, Outcome, State};
+use switchboard_storage::types::Raft;
+use tokio::time::Instant;
+
+use crate::batch::{Batcher, Written};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::raft::network::Peers;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// This node's applied state.
+    Local,
+    /// Linearizable: read index through the leader, then wait to apply it.
+    Linearizable,
+}
+
+/// The reply a leader sends to a forwarded write.
+pub type ForwardReply = Result<Written, ApiError>;
+
+/// Shared by every service of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    config: Arc<Config>,
+    raft: Raft,
+    reader: StateReader,
+    batcher: Batcher,
+    peers: Peers,
+    /// Set while this node hands leadership over (drain): it proposes nothing.
+    stepping_down: AtomicBool,
+}
+
+/// Most attempts of one write (each after a "not the leader" answer).
+const MAX_WRITE_ATTEMPTS: usize = 5;
+
+impl Node {
+    /// Assemble a node from its parts.
+    pub fn new(config: Arc<Config>, raft: Raft, reader: StateReader, peers: Peers) -> Node {
+        let batcher = Batcher::spawn(
+            raft.clone(),
+            config.id,
+            config.writes.max_batch,
+            config.writes.max_inflight,
+        );
+        Node {
+            inner: Arc::new(Inner {
+                id: config.id,
+                config,
+                raft,
+                reader,
+                batcher,
+                peers,
+                stepping_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The channel cache to other nodes.
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    /// The Raft instance.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Read the applied state (no consistency check: see [`Node::read_barrier`]).
+    pub fn read<R>(&self, f: impl FnOnce(&State, u64) -> R) -> R {
+        self.inner
+            .reader
+            .read(|s, applied| f(s, applied.map_or(0, |l| l.index)))
+    }
+
+    /// The current leader as this node knows it: (id, gRPC address).
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// Commit `command` through the leader, wherever that is. A malformed
+    /// command is refused here, before it reaches the log; an `Ok` carries
+    /// the command's own outcome, which is never an error.
+    pub async fn write(&self, command: Command) -> Result<Written, ApiError> {
+        switchboard_storage::state::validate(&command)?;
+        let written = self.write_any(command).await?;
+        match written.outcome {
+            Outcome::Error(e) => Err(e.into()),
+            _ => Ok(written),
+        }
+    }
+
+    async fn write_any(&self, command: Command) -> Result<Written, ApiError> {
+        let deadline = Instant::now() + self.inner.config.write_timeout();
+        let fut = self.write_until(command, deadline);
+        match tokio::time::timeout_at(deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::DeadlineExceeded(format!(
+                "write not committed within {} ms; it may or may not take effect",
+                self.inner.config.writes.timeout_ms
+            ))),
+        }
+    }
+
+    async fn write_until(&self, command: Command, deadline: Instant) -> Result<Written, ApiError> {
+        let mut last = ApiError::unavailable("no leader elected yet");
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            if attempt > 0 {
+                // Give an election or a membership change a moment.
+                tokio::time::sleep(Duration::from_millis(20 << attempt.min(4))).await;
+            }
+            let leader = match self.leader() {
+                Some(l) => l,
+                None => match self.wait_for_leader(deadline).await {
+                    Some(l) => l,
+                    None => return Err(last),
+                },
+            };
+            let result = if leader.0 == self.id() {
+                self.write_here(command.clone()).await
+            } else {
+                self.forward(&leader, &command).await
+            };
+            match result {
+                Err(e @ ApiError::Unavailable { .. }) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// Propose on this node without forwarding (the Forward handler's path).
+    pub async fn write_here(&self, command: Command) -> ForwardReply {
+        if self.inner.stepping_down.load(Ordering::Acquire) {
+            return Err(ApiError::unavailable("leader is handing over leadership"));
+        }
+        self.inner.batcher.submit(command).await
+    }
+
+    /// Hand leadership to another node (drain). openraft 0.9 has no leader
+    /// transfer, so the leader stops proposing, stops sending heartbeats and
+    /// stops campaigning; the followers' election timers then elect one of
+    /// them. Writes that arrive meanwhile are refused with `Unavailable` (so
+    /// they are retried at the new leader). Everything is switched back on
+    /// once another node leads, or after a few seconds if none does.
+    pub async fn step_down(&self) -> Result<(), ApiError> {
+        let raft = &self.inner.raft;
+        self.inner.stepping_down.store(true, Ordering::Release);
+        raft.runtime_config().elect(false);
+        raft.runtime_config().heartbeat(false);
+        let me = self.id();
+        let handed_over = raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another leader",
+            )
+            .await
+            .is_ok();
+        raft.runtime_config().heartbeat(true);
+        raft.runtime_config().elect(true);
+        self.inner.stepping_down.store(false, Ordering::Release);
+        if handed_over {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable(
+                "no other node took over leadership within 5 s",
+            ))
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: &(NodeId, String),
+        command: &Command,
+    ) -> Result<Written, ApiError> {
+        let unavailable = |m: String| ApiError::Unavailable {
+            message: m,
+            leader: Some(leader.clone()),
+        };
+        let channel =
+            self.inner.peers.channel(leader.0, &leader.1).map_err(|e| {
+                unavailable(format!("leader {} address {}: {e}", leader.0, leader.1))
+            })?;
+        let data = codec::encode(command).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let reply = RaftClient::new(channel).forward(RaftPayload { data }).await;
+        match reply {
+            Ok(r) => codec::decode::<ForwardReply>(&r.into_inner().data)
+                .map_err(|e| ApiError::Internal(format!("bad reply from leader: {e}")))?,
+            // The request may not have reached the leader, or may have been
+            // proposed before the connection broke: only a refused connection
+            // is certainly harmless to retry.
+            Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => Err(
+                unavailable(format!("leader {} unreachable: {}", leader.0, s.message())),
+            ),
+            Err(s) => Err(ApiError::DeadlineExceeded(format!(
+                "forwarding to leader {} failed ({:?}: {}); the write may or may not take effect",
+                leader.0,
+                s.code(),
+                s.message()
+            ))),
+        }
+    }
+
+    async fn wait_for_leader(&self, deadline: Instant) -> Option<(NodeId, String)> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let mut rx = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(l) = self.leader() {
+                    return l;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
+    /// Wait until a read at `consistency` may be served from the local state.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
+        // The failpoint (tests only) makes every read a local one: the chaos
+        // harness must then find stale reads.
+        if consistency == Consistency::Local || crate::failpoint::stale_linearizable_reads() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.inner.config.write_timeout();
+        let fut = async {
+            let leader = match self.leader() {
+                Some(l) => l,
+                None => self
+                    .wait_for_leader(deadline)
+                    .await
+                    .ok_or_else(|| ApiError::unavailable("no leader elected yet"))?,
+            };
+            let index = if leader.0 == self.id() {
+                self.read_index_here().await?
+            } else {
+                self.read_index_at(&leader).await?
+            };
+            self.inner
+                .raft
+                .wait(None)
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+                .map_err(|e| ApiError::unavailable(format!("waiting to apply {index}: {e}")))?;
+            Ok(())
+        };
+        match tokio::time::timeout_at(deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::DeadlineExceeded(
+                "linearizable read timed out".into(),
+            )),
+        }
+    }
+
+    /// The read index, confirmed by a quorum, when this node is the leader.
+    pub async fn read_index_here(&self) -> Result<u64, ApiError> {
+        match self.inner.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ApiError::Unavailable {
+                    message: "not the leader".into(),
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => Err(
+                ApiError::unavailable(format!("leadership not confirmed by a quorum: {q}")),
+            ),
+            Err(RaftError::Fatal(f)) => Err(ApiError::unavailable(format!("raft stopped: {f}"))),
+        }
+    }
+
+    async fn read_index_at(&self, leader: &(NodeId, String)) -> Result<u64, ApiError> {
+        let channel = self
+            .inner
+            .peers
+            .channel(leader.0, &leader.1)
+            .map_err(|e| ApiError::unavailable(format!("leader address {}: {e}", leader.1)))?;
+        let reply = RaftClient::new(channel)
+            .read_index(ReadIndexRequest { from: self.id() })
+            .await
+            .map_err(|s| {
+                ApiError::unavailable(format!(
+                    "read index from leader {}: {}",
+                    leader.0,
+                    s.message()
+                ))
+            })?
+            .into_inner();
+        if !reply.error.is_empty() {
+            return Err(ApiError::unavailable(reply.error));
+        }
+        Ok(reply.index)
+    }
+}
+
+/// Whether a tonic status says the connection could not be made at all.
+fn is_connect_error(s: &tonic::Status) -> bool {
+    let m = s.message().to_ascii_lowercase();
+    m.contains("connect") || m.contains("refused") || m.contains("dns")
+}

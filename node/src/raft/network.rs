@@ -1,0 +1,188 @@
+//! The Raft network: openraft's `RaftNetworkFactory` over tonic.
+//!
+//! One lazily connected tonic `Channel` per peer address is cached in
+//! [`Peers`] and shared by every client openraft asks for (it calls
+//! `new_client` once per voter for every read index, so creating channels
+//! there would reconnect constantly). A channel reconnects by itself after a
+//! peer restarts; openraft's backoff paces retries to an unreachable peer.
+//!
+//! Payloads are openraft's own messages encoded with the storage codec (see
+//! `raft.proto`); the reply carries the handler's whole `Result`, so a
+//! remote Raft error comes back as a `RemoteError`, and a transport failure
+//! as `Unreachable` (peer down: back off) or `Network` (anything else).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use switchboard_proto::v1::raft_client::RaftClient;
+use switchboard_proto::v1::RaftPayload;
+use switchboard_storage::codec;
+use switchboard_storage::state::NodeId;
+use switchboard_storage::types::TypeConfig;
+use tonic::transport::{Channel, Endpoint};
+
+/// Cached channels to peers, keyed by node id; a changed address replaces the channel.
+#[derive(Clone, Default)]
+pub struct Peers {
+    inner: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    connect_timeout: Duration,
+}
+
+impl Peers {
+    /// A cache whose channels give up connecting after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Peers {
+            inner: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    /// The channel to `id` at `addr` (`host:port`), created lazily on first use.
+    pub fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        // A std Mutex: held only to look up or insert, never across an await.
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((a, ch)) = map.get(&id) {
+            if a == addr {
+                return Ok(ch.clone());
+            }
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        map.insert(id, (addr.to_owned(), ch.clone()));
+        Ok(ch)
+    }
+}
+
+/// Hands openraft a client per target node.
+#[derive(Clone)]
+pub struct Network {
+    peers: Peers,
+}
+
+impl Network {
+    /// A network over the given channel cache.
+    pub fn new(peers: Peers) -> Self {
+        Network { peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            target,
+            client: self
+                .peers
+                .channel(target, &node.addr)
+                .map(RaftClient::new)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The Raft RPC client for one peer.
+pub struct PeerClient {
+    target: NodeId,
+    /// `Err` when the address could not even be parsed into an endpoint.
+    client: Result<RaftClient<Channel>, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerClient {
+    /// Send `req` through `call` and decode the remote `Result<Resp, E>`.
+    async fn rpc<Req, Resp, E, F, Fut>(
+        &mut self,
+        req: &Req,
+        ttl: Duration,
+        call: F,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
+        };
+        let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(ttl);
+        let reply = call(client, request)
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(
+                    Unreachable::new(&Msg(format!("node {}: {}", self.target, status.message()))),
+                ),
+                _ => RPCError::Network(NetworkError::new(&Msg(format!(
+                    "node {}: {:?}: {}",
+                    self.target,
+                    status.code(),
+                    status.message()
+                )))),
+            })?;
+        let result: Result<Resp, E> = codec::decode(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.install_snapshot(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
+    }
+}

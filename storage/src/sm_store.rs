@@ -1,0 +1,423 @@
+//! The state machine: the applied [`State`] in memory, persisted as snapshots.
+//!
+//! Owns: [`StateMachineStore`] (openraft's `RaftStateMachine`),
+//! [`SnapshotBuilder`] (openraft's `RaftSnapshotBuilder`), [`StateReader`]
+//! (local reads of the applied state), and the layout of the `snapshot` tree:
+//! key `meta` = the [`SnapshotMeta`] and key `data` = the snapshot bytes, both
+//! written in one atomic batch, so there is only ever one current snapshot.
+//!
+//! Does not own: what applying a command means (that is
+//! [`crate::state::apply()`], pure), the log ([`crate::log_store`]), the
+//! engine or the encoding.
+//!
+//! Durability model ("persistent snapshot"): `apply` changes memory only.
+//! What survives a restart is the last snapshot; [`StateMachineStore::open`]
+//! loads it, and openraft then re-applies the committed log entries after it
+//! (it learns how far from `LogStore::read_committed`). Openraft only purges
+//! log entries covered by a snapshot it was handed, and a snapshot is handed
+//! over only after it is synced, so nothing between the snapshot and the log
+//! can be lost.
+//!
+//! Snapshot data (what followers receive) is [`crate::codec`] of
+//! `{ state, last_applied, membership }`.
+
+use std::fmt;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinError;
+
+use crate::codec::{self, CodecError};
+use crate::engine::{Engine, EngineError, SharedEngine, Tree, WriteBatch};
+use crate::state::{self, Outcome, State};
+use crate::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    TypeConfig,
+};
+use crate::OpenError;
+
+/// `snapshot` key of the current snapshot's [`SnapshotMeta`].
+const META_KEY: &[u8] = b"meta";
+/// `snapshot` key of the current snapshot's data.
+const DATA_KEY: &[u8] = b"data";
+
+/// Everything the state machine holds; also the snapshot payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Applied {
+    /// The replicated state.
+    state: State,
+    /// The last entry applied to `state`.
+    last_applied: Option<LogId>,
+    /// The last membership applied.
+    membership: StoredMembership,
+}
+
+/// What went wrong inside the state-machine store, before it is wrapped in
+/// openraft's [`StorageError`].
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{what} is unreadable: {source}")]
+    Codec {
+        what: String,
+        #[source]
+        source: CodecError,
+    },
+    #[error("{0}")]
+    Inconsistent(String),
+    #[error("state-machine storage task failed: {0}")]
+    Join(#[from] JoinError),
+}
+
+impl Failure {
+    fn into_open_error(self, engine: &dyn Engine) -> OpenError {
+        match self {
+            Failure::Engine(e) => OpenError::Engine(e),
+            Failure::Codec { what, source } => OpenError::Corrupt { what, source },
+            other => OpenError::Inconsistent {
+                path: engine.path().to_path_buf(),
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The error for a poisoned lock. Only a panic inside `state::apply` (which
+/// never panics) could poison it; treat it as a broken state machine.
+fn poisoned() -> StorageError {
+    StorageIOError::write_state_machine(AnyError::error(
+        "the state machine lock is poisoned: a thread panicked while changing the state",
+    ))
+    .into()
+}
+
+/// Checks that decoded snapshot data matches the meta it was stored or sent
+/// with.
+fn check_consistent(meta: &SnapshotMeta, applied: &Applied) -> Result<(), Failure> {
+    if applied.last_applied != meta.last_log_id || applied.membership != meta.last_membership {
+        return Err(Failure::Inconsistent(format!(
+            "snapshot {} does not match its data (data: last applied {:?}, membership {})",
+            meta, applied.last_applied, applied.membership
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the persisted snapshot's meta and data, undecoded data included.
+fn read_persisted(engine: &dyn Engine) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Failure> {
+    let meta = engine.get(Tree::Snapshot, META_KEY)?;
+    let data = engine.get(Tree::Snapshot, DATA_KEY)?;
+    match (meta, data) {
+        (None, None) => Ok(None),
+        (Some(meta), Some(data)) => {
+            let meta: SnapshotMeta = codec::decode(&meta).map_err(|source| Failure::Codec {
+                what: format!("snapshot meta in {}", engine.path().display()),
+                source,
+            })?;
+            Ok(Some((meta, data)))
+        }
+        (meta, _) => Err(Failure::Inconsistent(format!(
+            "snapshot in {} has {} but not {}",
+            engine.path().display(),
+            if meta.is_some() { "meta" } else { "data" },
+            if meta.is_some() { "data" } else { "meta" },
+        ))),
+    }
+}
+
+/// State shared by the store, its snapshot builders and readers.
+struct Shared {
+    engine: SharedEngine,
+    applied: Arc<RwLock<Applied>>,
+    /// The persisted snapshot's meta. The mutex also serialises snapshot
+    /// writes, so "is it newer than the current one?" and "write it" are one
+    /// step.
+    current: Mutex<Option<SnapshotMeta>>,
+    /// Makes snapshot ids unique; starts after the persisted snapshot's.
+    counter: AtomicU64,
+}
+
+impl Shared {
+    /// Writes `meta` + `data` as the current snapshot and syncs, then records
+    /// `meta` as current. With `only_if_newer`, a snapshot older than the
+    /// current one is not written (a slow build finishing after a newer
+    /// snapshot was installed must not roll the persisted snapshot back
+    /// behind the purged log). Returns whether it was written. Blocking.
+    fn persist(
+        &self,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+        only_if_newer: bool,
+    ) -> Result<bool, Failure> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if only_if_newer {
+            if let Some(cur) = current.as_ref() {
+                if cur.last_log_id > meta.last_log_id {
+                    return Ok(false);
+                }
+            }
+        }
+        let meta_bytes = codec::encode(meta).map_err(|source| Failure::Codec {
+            what: "snapshot meta".to_string(),
+            source,
+        })?;
+        let mut batch = WriteBatch::new();
+        batch.insert(META_KEY, meta_bytes);
+        batch.insert(DATA_KEY, data);
+        self.engine.apply_batch(Tree::Snapshot, batch)?;
+        // Synced before it is recorded (and reported to openraft) as current.
+        self.engine.sync()?;
+        *current = Some(meta.clone());
+        Ok(true)
+    }
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, Failure>
+where
+    F: FnOnce() -> Result<T, Failure> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// A cheap, cloneable handle for reading the locally applied state.
+///
+/// The state is what this node has applied, which may trail the leader; it
+/// is the right source for reads that tolerate that (or that the caller has
+/// first made linearizable, e.g. with openraft's `ensure_linearizable`).
+#[derive(Clone)]
+pub struct StateReader {
+    applied: Arc<RwLock<Applied>>,
+}
+
+impl fmt::Debug for StateReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateReader").finish_non_exhaustive()
+    }
+}
+
+impl StateReader {
+    /// Calls `f` with the applied state and the id of the last entry applied
+    /// to it, under a read lock: keep `f` short, `apply` waits for it.
+    pub fn read<R>(&self, f: impl FnOnce(&State, Option<LogId>) -> R) -> R {
+        // A read lock is only poisoned by a panicking writer, and the only
+        // writers are `apply` (`state::apply` never panics) and snapshot
+        // installation (a plain assignment). Reading through it is safe.
+        let applied = self.applied.read().unwrap_or_else(PoisonError::into_inner);
+        f(&applied.state, applied.last_applied)
+    }
+}
+
+/// The Raft state machine (openraft storage-v2 `RaftStateMachine`).
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for StateMachineStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateMachineStore")
+            .field("path", &self.shared.engine.path())
+            .finish()
+    }
+}
+
+impl StateMachineStore {
+    /// Opens the state machine kept in `engine`: loads the persisted
+    /// snapshot, if any, as the applied state (openraft then re-applies the
+    /// committed entries after it). A corrupt or inconsistent snapshot is an
+    /// error, never silently replaced by an empty state. Blocks on disk I/O.
+    pub fn open(engine: SharedEngine) -> Result<Self, OpenError> {
+        let (applied, current) = match read_persisted(engine.as_ref())
+            .map_err(|f| f.into_open_error(engine.as_ref()))?
+        {
+            None => (Applied::default(), None),
+            Some((meta, data)) => {
+                let applied: Applied =
+                    codec::decode(&data).map_err(|source| OpenError::Corrupt {
+                        what: format!("snapshot data in {}", engine.path().display()),
+                        source,
+                    })?;
+                check_consistent(&meta, &applied)
+                    .map_err(|f| f.into_open_error(engine.as_ref()))?;
+                (applied, Some(meta))
+            }
+        };
+        // Continue the id counter after the persisted snapshot's, so ids are
+        // not reused across restarts.
+        let counter = current
+            .as_ref()
+            .and_then(|m| m.snapshot_id.rsplit('-').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .map_or(0, |n| n.saturating_add(1));
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                engine,
+                applied: Arc::new(RwLock::new(applied)),
+                current: Mutex::new(current),
+                counter: AtomicU64::new(counter),
+            }),
+        })
+    }
+
+    /// A handle for reading the applied state.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            applied: Arc::clone(&self.shared.applied),
+        }
+    }
+}
+
+/// Builds a snapshot of a [`StateMachineStore`] (openraft
+/// `RaftSnapshotBuilder`).
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SnapshotBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotBuilder")
+            .field("path", &self.shared.engine.path())
+            .finish()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // A consistent view: clone the whole applied state under the read
+        // lock. `apply` is stalled only for the duration of this clone, not
+        // for the encode or the fsync below. (A persistent data structure
+        // with O(1) clones would remove even that stall.)
+        let view: Applied = self.shared.applied.read().map_err(|_| poisoned())?.clone();
+
+        let shared = Arc::clone(&self.shared);
+        blocking(move || {
+            let seq = shared.counter.fetch_add(1, Ordering::Relaxed);
+            let snapshot_id = match view.last_applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),
+                None => format!("0-none-{seq}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: view.last_applied,
+                last_membership: view.membership.clone(),
+                snapshot_id,
+            };
+            let data = codec::encode(&view).map_err(|source| Failure::Codec {
+                what: "snapshot data".to_string(),
+                source,
+            })?;
+            // Written and synced before it is recorded as current, and before
+            // it is returned to openraft (which may then purge the log up to
+            // it).
+            shared.persist(&meta, data.clone(), true)?;
+            Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            })
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.shared.applied.read().map_err(|_| poisoned())?;
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    /// Applies entries in memory, one response per entry, in order. CPU
+    /// only (no I/O), so it runs on the calling task.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut applied = self.shared.applied.write().map_err(|_| poisoned())?;
+        let applied = &mut *applied;
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Nothing,
+                EntryPayload::Normal(proposal) => state::apply(
+                    &mut applied.state,
+                    entry.log_id.index,
+                    proposal.at_ms,
+                    &proposal.command,
+                ),
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Outcome::Nothing
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    /// Decodes and checks the snapshot, persists and syncs it, and only then
+    /// replaces the applied state. Garbage data is an error and leaves both
+    /// the applied state and the persisted snapshot untouched.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let meta = meta.clone();
+        let shared = Arc::clone(&self.shared);
+        let signature = meta.signature();
+        let installed = blocking(move || {
+            let data = snapshot.into_inner();
+            let applied: Applied = codec::decode(&data).map_err(|source| Failure::Codec {
+                what: format!("received snapshot {}", meta.snapshot_id),
+                source,
+            })?;
+            check_consistent(&meta, &applied)?;
+            shared.persist(&meta, data, false)?;
+            Ok(applied)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
+
+        *self.shared.applied.write().map_err(|_| poisoned())? = installed;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let shared = Arc::clone(&self.shared);
+        let persisted = blocking(move || {
+            // Under the snapshot lock: meta and data are two reads, and a
+            // snapshot being written between them would pair one snapshot's
+            // meta with another's data.
+            let _writing = shared
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            read_persisted(shared.engine.as_ref())
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(persisted.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

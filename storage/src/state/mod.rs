@@ -1,0 +1,83 @@
+//! The replicated state, as plain data.
+//!
+//! Everything under `state/` is pure: no I/O, no clock, no randomness and no
+//! `HashMap` iteration order. Time arrives inside each log entry (the
+//! proposer's `at_ms`, folded into a replicated clock) and every table is a
+//! `BTreeMap`, so two replicas that apply the same entries hold identical
+//! state and answer every query identically.
+//!
+//! - [`command`]: [`Command`] (one variant per kind of write), [`Proposal`]
+//!   (a command plus its timestamp: the Raft entry payload) and [`Outcome`].
+//! - [`apply()`]: the one function that changes the state.
+//! - [`registrations`], [`dialplan`], [`gateways`], [`nodes`], [`calls`]: the tables.
+//! - [`route`]: the read-side queries, `lookup` and `route`.
+
+pub mod apply;
+pub mod calls;
+pub mod command;
+pub mod dialplan;
+pub mod gateways;
+pub mod nodes;
+pub mod registrations;
+pub mod route;
+
+#[cfg(test)]
+mod proptests;
+
+pub use apply::{apply, validate};
+pub use command::{ApplyError, Command, Outcome, Proposal};
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies a Switchboard node; the same id is its Raft node id.
+pub type NodeId = u64;
+
+/// What the cluster does with a dead node's calls and registrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Hot: calls move to their stand-by node and stay up. Cold: they are released.
+    pub takeover: Takeover,
+    /// Purge the registrations a node controlled when it is declared down
+    /// (the seed's procedure 270); when false they live until their own expiry.
+    pub purge_registrations_on_node_down: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            takeover: Takeover::Hot,
+            purge_registrations_on_node_down: true,
+        }
+    }
+}
+
+/// Stand-by policy for the calls of a node that goes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Takeover {
+    /// The stand-by node becomes the owner; state and version are kept.
+    Hot,
+    /// The calls are released with reason `OwnerFailed`.
+    Cold,
+}
+
+/// The whole replicated state machine (minus Raft's own membership, which the
+/// storage layer keeps beside it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The replicated clock: the largest `at_ms` of any applied entry.
+    pub clock_ms: u64,
+    /// The last binding generation handed out (a counter, see `apply`).
+    pub generations: u64,
+    /// Cluster-wide policy (replicated configuration).
+    pub policy: Policy,
+    /// Number -> device bindings (the seed's composite registration table).
+    pub registrations: registrations::Registrations,
+    /// Dialled-digit patterns -> targets.
+    pub dial_plan: dialplan::DialPlan,
+    /// Destination gateways and their status (the gateway information table).
+    pub gateways: gateways::Gateways,
+    /// Switchboard nodes, their capacity and liveness.
+    pub nodes: nodes::Nodes,
+    /// Calls in progress, with owner and stand-by.
+    pub calls: calls::Calls,
+}

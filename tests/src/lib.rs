@@ -1,0 +1,259 @@
+//! Support for Switchboard's multi-node integration tests (`tests/tests/`):
+//! [`Cluster`] starts real nodes in-process — each with its own temporary
+//! sled directory and its own gRPC listener on 127.0.0.1 port 0 — and the
+//! tests talk to them only through the public gRPC API.
+//!
+//! Nodes can be stopped (their gRPC server and Raft instance shut down, the
+//! data directory closed) and restarted on the same port and directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use switchboard::config::Config;
+use switchboard_proto::v1 as pb;
+use switchboard_proto::v1::calls_client::CallsClient;
+use switchboard_proto::v1::cluster_client::ClusterClient;
+use switchboard_proto::v1::dial_plan_client::DialPlanClient;
+use switchboard_proto::v1::gateways_client::GatewaysClient;
+use switchboard_proto::v1::registrar_client::RegistrarClient;
+use switchboard_proto::v1::router_client::RouterClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// Test-friendly Raft timings: fast elections, small snapshots.
+pub fn test_config(id: u64, listen: SocketAddr, data: PathBuf) -> Config {
+    let mut c = Config { id, listen, data, ..Config::default() };
+    c.raft.heartbeat_ms = 50;
+    c.raft.election_min_ms = 150;
+    c.raft.election_max_ms = 300;
+    c.writes.timeout_ms = 5_000;
+    c.log = "warn".into();
+    c
+}
+
+/// One running (or stopped) node.
+pub struct NodeHandle {
+    /// Node id.
+    pub id: u64,
+    /// Its gRPC address.
+    pub addr: SocketAddr,
+    /// Its configuration (data directory included).
+    pub config: Config,
+    running: Option<Running>,
+}
+
+/// A running node: its shutdown trigger and its task.
+type Running = (oneshot::Sender<()>, JoinHandle<Result<(), switchboard::RunError>>);
+
+/// An in-process cluster for tests.
+pub struct Cluster {
+    /// The nodes, by id.
+    pub nodes: BTreeMap<u64, NodeHandle>,
+    dir: tempfile::TempDir,
+}
+
+/// Pick a free port on 127.0.0.1 (bind port 0, note it, release it).
+async fn free_addr() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+impl Cluster {
+    /// Start `n` nodes (ids 1..=n) that bootstrap one cluster, and wait for a leader.
+    pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Like [`Cluster::start`], with a hook to adjust each node's configuration.
+    pub async fn start_with(n: u64, tweak: impl Fn(&mut Config)) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut addrs = BTreeMap::new();
+        for id in 1..=n {
+            addrs.insert(id, free_addr().await);
+        }
+        let initial: Vec<String> = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect();
+        let initial = initial.join(",");
+        let mut cluster = Cluster { nodes: BTreeMap::new(), dir };
+        for (&id, &addr) in &addrs {
+            let mut config = test_config(id, addr, cluster.dir.path().join(format!("node{id}")));
+            config.initial_cluster = Some(initial.clone());
+            tweak(&mut config);
+            cluster.nodes.insert(id, NodeHandle { id, addr, config, running: None });
+        }
+        for id in 1..=n {
+            cluster.start_node(id).await;
+        }
+        cluster.wait_leader(Duration::from_secs(10)).await;
+        cluster
+    }
+
+    /// The directory holding every node's data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Start (or restart) node `id` with its configuration.
+    pub async fn start_node(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(node.running.is_none(), "node {id} is running already");
+        let listener = bind_retry(node.addr).await;
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = node.config.clone();
+        let task = tokio::spawn(switchboard::run(config, listener, async {
+            let _ = rx.await;
+        }));
+        node.running = Some((tx, task));
+    }
+
+    /// Stop node `id` cleanly and wait until it has shut down.
+    pub async fn stop_node(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let (tx, task) = node.running.take().expect("node is running");
+        let _ = tx.send(());
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("node {id} did not stop cleanly: {other:?}"),
+        }
+    }
+
+    /// Add a node that is not part of the bootstrap membership (not started).
+    pub async fn add_node_config(&mut self, id: u64) -> SocketAddr {
+        let addr = free_addr().await;
+        let config = test_config(id, addr, self.dir.path().join(format!("node{id}")));
+        self.nodes.insert(id, NodeHandle { id, addr, config, running: None });
+        addr
+    }
+
+    /// A channel to node `id`.
+    pub async fn channel(&self, id: u64) -> Channel {
+        let addr = self.nodes[&id].addr;
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy()
+    }
+
+    /// Registrar client for node `id`.
+    pub async fn registrar(&self, id: u64) -> RegistrarClient<Channel> {
+        RegistrarClient::new(self.channel(id).await)
+    }
+    /// Router client for node `id`.
+    pub async fn router(&self, id: u64) -> RouterClient<Channel> {
+        RouterClient::new(self.channel(id).await)
+    }
+    /// Calls client for node `id`.
+    pub async fn calls(&self, id: u64) -> CallsClient<Channel> {
+        CallsClient::new(self.channel(id).await)
+    }
+    /// Gateways client for node `id`.
+    pub async fn gateways(&self, id: u64) -> GatewaysClient<Channel> {
+        GatewaysClient::new(self.channel(id).await)
+    }
+    /// DialPlan client for node `id`.
+    pub async fn dial_plan(&self, id: u64) -> DialPlanClient<Channel> {
+        DialPlanClient::new(self.channel(id).await)
+    }
+    /// Cluster client for node `id`.
+    pub async fn cluster(&self, id: u64) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel(id).await)
+    }
+
+    /// Status as node `id` sees it (`None` if it does not answer).
+    pub async fn status(&self, id: u64) -> Option<pb::StatusResponse> {
+        let mut c = self.cluster(id).await;
+        let mut req = tonic::Request::new(pb::StatusRequest {});
+        req.set_timeout(Duration::from_secs(2));
+        c.status(req).await.ok().map(|r| r.into_inner())
+    }
+
+    /// Wait until the running nodes agree on a leader; return its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for (id, n) in &self.nodes {
+                if n.running.is_some() {
+                    seen.push(self.status(*id).await.map_or(0, |s| s.leader_id));
+                }
+            }
+            if let Some(&l) = seen.first() {
+                if l != 0 && seen.iter().all(|&x| x == l) && self.nodes[&l].running.is_some() {
+                    return l;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no agreed leader within {timeout:?}: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ids of running nodes other than `id`.
+    pub fn others(&self, id: u64) -> Vec<u64> {
+        self.nodes.values().filter(|n| n.id != id && n.running.is_some()).map(|n| n.id).collect()
+    }
+
+    /// Stop every running node.
+    pub async fn shutdown(mut self) {
+        let ids: Vec<u64> =
+            self.nodes.values().filter(|n| n.running.is_some()).map(|n| n.id).collect();
+        for id in ids {
+            self.stop_node(id).await;
+        }
+    }
+}
+
+/// Bind `addr`, retrying briefly (a just-stopped node's port may linger).
+async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..50 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+/// A register request with test defaults.
+pub fn register(number: &str, device: &str, contact: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        number: number.into(),
+        device_id: device.into(),
+        contact: contact.into(),
+        device_name: String::new(),
+        mac: String::new(),
+        node_id: 0,
+        q: 1000,
+        expires_s: 3600,
+    }
+}
+
+/// Lookup request at the given consistency.
+pub fn lookup(number: &str, linearizable: bool) -> pb::LookupRequest {
+    pb::LookupRequest {
+        number: number.into(),
+        consistency: if linearizable {
+            pb::Consistency::Linearizable as i32
+        } else {
+            pb::Consistency::Local as i32
+        },
+    }
+}
+
+/// Poll `f` until it returns `Some`, or panic after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
