@@ -25,7 +25,12 @@ use tonic::transport::Channel;
 
 /// Test-friendly Raft timings: fast elections, small snapshots.
 pub fn test_config(id: u64, listen: SocketAddr, data: PathBuf) -> Config {
-    let mut c = Config { id, listen, data, ..Config::default() };
+    let mut c = Config {
+        id,
+        listen,
+        data,
+        ..Config::default()
+    };
     c.raft.heartbeat_ms = 50;
     c.raft.election_min_ms = 150;
     c.raft.election_max_ms = 300;
@@ -46,7 +51,10 @@ pub struct NodeHandle {
 }
 
 /// A running node: its shutdown trigger and its task.
-type Running = (oneshot::Sender<()>, JoinHandle<Result<(), switchboard::RunError>>);
+type Running = (
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), switchboard::RunError>>,
+);
 
 /// An in-process cluster for tests.
 pub struct Cluster {
@@ -57,7 +65,9 @@ pub struct Cluster {
 
 /// Pick a free port on 127.0.0.1 (bind port 0, note it, release it).
 async fn free_addr() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr")
 }
 
@@ -76,12 +86,23 @@ impl Cluster {
         }
         let initial: Vec<String> = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect();
         let initial = initial.join(",");
-        let mut cluster = Cluster { nodes: BTreeMap::new(), dir };
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            dir,
+        };
         for (&id, &addr) in &addrs {
             let mut config = test_config(id, addr, cluster.dir.path().join(format!("node{id}")));
             config.initial_cluster = Some(initial.clone());
             tweak(&mut config);
-            cluster.nodes.insert(id, NodeHandle { id, addr, config, running: None });
+            cluster.nodes.insert(
+                id,
+                NodeHandle {
+                    id,
+                    addr,
+                    config,
+                    running: None,
+                },
+            );
         }
         for id in 1..=n {
             cluster.start_node(id).await;
@@ -123,7 +144,15 @@ impl Cluster {
     pub async fn add_node_config(&mut self, id: u64) -> SocketAddr {
         let addr = free_addr().await;
         let config = test_config(id, addr, self.dir.path().join(format!("node{id}")));
-        self.nodes.insert(id, NodeHandle { id, addr, config, running: None });
+        self.nodes.insert(
+            id,
+            NodeHandle {
+                id,
+                addr,
+                config,
+                running: None,
+            },
+        );
         addr
     }
 
@@ -185,20 +214,31 @@ impl Cluster {
                     return l;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "no agreed leader within {timeout:?}: {seen:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader within {timeout:?}: {seen:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Ids of running nodes other than `id`.
     pub fn others(&self, id: u64) -> Vec<u64> {
-        self.nodes.values().filter(|n| n.id != id && n.running.is_some()).map(|n| n.id).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.id != id && n.running.is_some())
+            .map(|n| n.id)
+            .collect()
     }
 
     /// Stop every running node.
     pub async fn shutdown(mut self) {
-        let ids: Vec<u64> =
-            self.nodes.values().filter(|n| n.running.is_some()).map(|n| n.id).collect();
+        let ids: Vec<u64> = self
+            .nodes
+            .values()
+            .filter(|n| n.running.is_some())
+            .map(|n| n.id)
+            .collect();
         for id in ids {
             self.stop_node(id).await;
         }
@@ -253,7 +293,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
