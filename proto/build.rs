@@ -10,10 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = [
-        "proto/switchboard/v1/api.proto",
-        "proto/switchboard/v1/raft.proto",
-    ];
+    let protos = ["proto/switchboard/v1/api.proto", "proto/switchboard/v1/raft.proto"];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("switchboard_descriptor.bin"))
         // The CLI prints responses as JSON with the proto field names.

@@ -56,16 +56,13 @@ impl Batcher {
             .send((command, reply))
             .await
             .map_err(|_| ApiError::unavailable("node is shutting down"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("node is shutting down"))?
+        rx.await.map_err(|_| ApiError::unavailable("node is shutting down"))?
     }
 }
 
 /// The proposer's clock in ms since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn run(
@@ -100,21 +97,12 @@ async fn commit(raft: &Raft, id: NodeId, batch: Vec<(Command, Reply)>) {
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
     let single = commands.len() == 1;
     let command = if single {
-        commands
-            .into_iter()
-            .next()
-            .unwrap_or(Command::Batch(Vec::new()))
+        commands.into_iter().next().unwrap_or(Command::Batch(Vec::new()))
     } else {
         Command::Batch(commands)
     };
     let n = replies.len();
-    match raft
-        .client_write(Proposal {
-            at_ms: now_ms(),
-            command,
-        })
-        .await
-    {
+    match raft.client_write(Proposal { at_ms: now_ms(), command }).await {
         Ok(resp) => {
             let index = resp.log_id.index;
             let outcomes = match resp.data {
@@ -131,11 +119,7 @@ async fn commit(raft: &Raft, id: NodeId, batch: Vec<(Command, Reply)>) {
                 return;
             }
             for (r, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = r.send(Ok(Written {
-                    index,
-                    leader_id: id,
-                    outcome,
-                }));
+                let _ = r.send(Ok(Written { index, leader_id: id, outcome }));
             }
         }
         Err(e) => {

@@ -69,8 +69,10 @@ pub struct Config {
     pub registrations: Registrations,
     /// This node's call capacity and the cluster's stand-by policy.
     pub calls: Calls,
-    /// Gateway report defaults.
+    /// Gateway report defaults and keep-alive probing.
     pub gateways: Gateways,
+    /// How the leader detects dead members.
+    pub liveness: Liveness,
 }
 
 impl Default for Config {
@@ -89,6 +91,7 @@ impl Default for Config {
             registrations: Registrations::default(),
             calls: Calls::default(),
             gateways: Gateways::default(),
+            liveness: Liveness::default(),
         }
     }
 }
@@ -157,11 +160,7 @@ pub struct Writes {
 
 impl Default for Writes {
     fn default() -> Self {
-        Writes {
-            max_batch: 512,
-            max_inflight: 4,
-            timeout_ms: 5_000,
-        }
+        Writes { max_batch: 512, max_inflight: 4, timeout_ms: 5_000 }
     }
 }
 
@@ -199,55 +198,80 @@ pub struct Calls {
 
 impl Default for Calls {
     fn default() -> Self {
-        Calls {
-            capacity: 1_000,
-            takeover: "hot".into(),
-        }
+        Calls { capacity: 1_000, takeover: "hot".into() }
     }
 }
 
-/// Gateway defaults.
+/// Gateway defaults and keep-alive probing (SIP OPTIONS over UDP, sent by
+/// the leader; like Kamailio's dispatcher `ds_ping_interval` and thresholds).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Gateways {
-    /// How long a gateway reported as timed out / failed stays out of service when the report gives no time, s.
+    /// How long a gateway reported as timed out / failed stays out of
+    /// service when the report gives no time, s.
     pub default_retry_after_s: u32,
+    /// Probe every gateway this often, ms (0 = no probing).
+    pub probe_interval_ms: u64,
+    /// A probe without a response within this time failed, ms.
+    pub probe_timeout_ms: u64,
+    /// Consecutive failed probes that take a gateway out of service.
+    pub probe_failures_to_down: u32,
+    /// Consecutive answered probes that bring back a gateway the prober took out.
+    pub probe_successes_to_up: u32,
+    /// How long a gateway the prober took out stays out before it may be
+    /// offered again, s (extended while probes keep failing).
+    pub probe_retry_after_s: u32,
 }
 
 impl Default for Gateways {
     fn default() -> Self {
         Gateways {
             default_retry_after_s: 30,
+            probe_interval_ms: 1_000,
+            probe_timeout_ms: 500,
+            probe_failures_to_down: 3,
+            probe_successes_to_up: 2,
+            probe_retry_after_s: 10,
         }
+    }
+}
+
+/// Member liveness: the leader polls every node of the node table and
+/// declares one down after `missed_polls` unanswered polls in a row (the
+/// defaults detect a dead node within about 0.8 s); a node that answers
+/// again is declared up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Liveness {
+    /// Poll interval, ms; a poll not answered within it is missed.
+    pub poll_interval_ms: u64,
+    /// Missed polls in a row before the node is declared down.
+    pub missed_polls: u32,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { poll_interval_ms: 200, missed_polls: 3 }
     }
 }
 
 impl Config {
     /// Read a TOML file (missing keys take their defaults).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
     }
 
     /// The address peers and clients should use for this node.
     pub fn advertise_addr(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| self.listen.to_string())
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 
     /// The parsed `initial_cluster`, if any.
     pub fn initial_members(&self) -> Result<Option<BTreeMap<NodeId, String>>, ConfigError> {
-        self.initial_cluster
-            .as_deref()
-            .map(parse_members)
-            .transpose()
+        self.initial_cluster.as_deref().map(parse_members).transpose()
     }
 
     /// Check the configuration as a whole.
@@ -288,6 +312,21 @@ impl Config {
         if self.registrations.default_expires_s == 0 || self.registrations.sweep_interval_ms == 0 {
             return bad("registrations.default_expires_s and sweep_interval_ms must be > 0".into());
         }
+        let g = &self.gateways;
+        if g.probe_interval_ms > 0
+            && (g.probe_timeout_ms == 0
+                || g.probe_timeout_ms > g.probe_interval_ms
+                || g.probe_failures_to_down == 0
+                || g.probe_successes_to_up == 0)
+        {
+            return bad(format!(
+                "gateways: probe_timeout_ms ({}) must be 1..=probe_interval_ms ({}) and the probe thresholds > 0",
+                g.probe_timeout_ms, g.probe_interval_ms
+            ));
+        }
+        if self.liveness.poll_interval_ms == 0 || self.liveness.missed_polls == 0 {
+            return bad("liveness.poll_interval_ms and liveness.missed_polls must be > 0".into());
+        }
         if !matches!(self.calls.takeover.as_str(), "hot" | "cold") {
             return bad(format!(
                 "calls.takeover must be \"hot\" or \"cold\", not {:?}",
@@ -296,10 +335,7 @@ impl Config {
         }
         if let Some(members) = self.initial_members()? {
             if !members.contains_key(&self.id) {
-                return bad(format!(
-                    "initial_cluster does not list this node's id {}",
-                    self.id
-                ));
+                return bad(format!("initial_cluster does not list this node's id {}", self.id));
             }
         }
         Ok(())
@@ -319,8 +355,7 @@ impl Config {
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             ..Default::default()
         };
-        cfg.validate()
-            .map_err(|e| ConfigError::Invalid(format!("raft: {e}")))
+        cfg.validate().map_err(|e| ConfigError::Invalid(format!("raft: {e}")))
     }
 
     /// The client write timeout.
@@ -334,29 +369,21 @@ pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part.split_once('=').ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "initial_cluster entry {part:?} is not id=host:port"
-            ))
+            ConfigError::Invalid(format!("initial_cluster entry {part:?} is not id=host:port"))
         })?;
         let id: NodeId = id.trim().parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "initial_cluster entry {part:?}: {id:?} is not a node id"
-            ))
+            ConfigError::Invalid(format!("initial_cluster entry {part:?}: {id:?} is not a node id"))
         })?;
         let addr = addr.trim();
         if id == 0
-            || addr
-                .rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            || addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
             return Err(ConfigError::Invalid(format!(
                 "initial_cluster entry {part:?}: need id > 0 and host:port"
             )));
         }
         if out.insert(id, addr.to_owned()).is_some() {
-            return Err(ConfigError::Invalid(format!(
-                "initial_cluster lists node {id} twice"
-            )));
+            return Err(ConfigError::Invalid(format!("initial_cluster lists node {id} twice")));
         }
     }
     if out.is_empty() {
@@ -371,10 +398,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_once_an_id_is_set() {
-        let c = Config {
-            id: 1,
-            ..Config::default()
-        };
+        let c = Config { id: 1, ..Config::default() };
         c.validate().unwrap();
         c.openraft().unwrap();
         assert!(Config::default().validate().is_err(), "id 0 is refused");
@@ -395,16 +419,7 @@ mod tests {
     fn members_parse_and_reject_garbage() {
         let m = parse_members("1=127.0.0.1:7001, 2=localhost:7002").unwrap();
         assert_eq!(m[&2], "localhost:7002");
-        for bad in [
-            "",
-            "1",
-            "x=a:1",
-            "0=a:1",
-            "1=a",
-            "1=:80",
-            "1=a:1,1=b:2",
-            "1=a:99999",
-        ] {
+        for bad in ["", "1", "x=a:1", "0=a:1", "1=a", "1=:80", "1=a:1,1=b:2", "1=a:99999"] {
             assert!(parse_members(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -414,9 +429,6 @@ mod tests {
         let err = toml::from_str::<Config>("id = 1\nlisten_addr = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
         let c: Config = toml::from_str("id = 3\n[raft]\nheartbeat_ms = 20\n").unwrap();
-        assert_eq!(
-            (c.id, c.raft.heartbeat_ms, c.raft.election_min_ms),
-            (3, 20, 150)
-        );
+        assert_eq!((c.id, c.raft.heartbeat_ms, c.raft.election_min_ms), (3, 20, 150));
     }
 }

@@ -43,10 +43,7 @@ pub enum ApiError {
 impl ApiError {
     /// `Unavailable` without a leader hint.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError::Unavailable {
-            message: message.into(),
-            leader: None,
-        }
+        ApiError::Unavailable { message: message.into(), leader: None }
     }
 }
 

@@ -29,6 +29,7 @@ pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod raft;
+pub mod sip;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -40,6 +41,7 @@ use openraft::BasicNode;
 use switchboard_proto::v1::calls_server::CallsServer;
 use switchboard_proto::v1::cluster_server::ClusterServer;
 use switchboard_proto::v1::dial_plan_server::DialPlanServer;
+use switchboard_proto::v1::events_server::EventsServer;
 use switchboard_proto::v1::gateways_server::GatewaysServer;
 use switchboard_proto::v1::raft_server::RaftServer;
 use switchboard_proto::v1::registrar_server::RegistrarServer;
@@ -98,30 +100,20 @@ pub async fn run(
         tokio::task::spawn_blocking(move || switchboard_storage::open(&data))
             .await
             .map_err(|e| RunError::Raft(format!("storage open task: {e}")))?
-            .map_err(|source| RunError::Storage {
-                path: config.data.clone(),
-                source,
-            })?;
+            .map_err(|source| RunError::Storage { path: config.data.clone(), source })?;
     let reader = sm_store.reader();
+    let feed = sm_store.feed();
     let peers = Peers::new(Duration::from_millis(config.raft.rpc_timeout_ms));
-    let raft = Raft::new(
-        config.id,
-        raft_config,
-        Network::new(peers.clone()),
-        log_store,
-        sm_store,
-    )
-    .await
-    .map_err(|e| RunError::Raft(e.to_string()))?;
+    let raft = Raft::new(config.id, raft_config, Network::new(peers.clone()), log_store, sm_store)
+        .await
+        .map_err(|e| RunError::Raft(e.to_string()))?;
     let node = Node::new(Arc::clone(&config), raft.clone(), reader, peers);
     info!(id = config.id, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "node starting");
 
     bootstrap(&config, &raft).await?;
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RegistrarServer<grpc::registrar::RegistrarService>>()
-        .await;
+    health_reporter.set_serving::<RegistrarServer<grpc::registrar::RegistrarService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -143,34 +135,14 @@ pub async fn run(
     }
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(svc!(
-            RaftServer,
-            raft::service::RaftService::new(node.clone())
-        ))
-        .add_service(svc!(
-            RegistrarServer,
-            grpc::registrar::RegistrarService::new(node.clone())
-        ))
-        .add_service(svc!(
-            RouterServer,
-            grpc::router::RouterService::new(node.clone())
-        ))
-        .add_service(svc!(
-            GatewaysServer,
-            grpc::gateways::GatewaysService::new(node.clone())
-        ))
-        .add_service(svc!(
-            DialPlanServer,
-            grpc::dialplan::DialPlanService::new(node.clone())
-        ))
-        .add_service(svc!(
-            CallsServer,
-            grpc::calls::CallsService::new(node.clone())
-        ))
-        .add_service(svc!(
-            ClusterServer,
-            grpc::cluster::ClusterService::new(node.clone())
-        ))
+        .add_service(svc!(RaftServer, raft::service::RaftService::new(node.clone())))
+        .add_service(svc!(RegistrarServer, grpc::registrar::RegistrarService::new(node.clone())))
+        .add_service(svc!(RouterServer, grpc::router::RouterService::new(node.clone())))
+        .add_service(svc!(GatewaysServer, grpc::gateways::GatewaysService::new(node.clone())))
+        .add_service(svc!(DialPlanServer, grpc::dialplan::DialPlanService::new(node.clone())))
+        .add_service(svc!(CallsServer, grpc::calls::CallsService::new(node.clone())))
+        .add_service(svc!(ClusterServer, grpc::cluster::ClusterService::new(node.clone())))
+        .add_service(svc!(EventsServer, grpc::events::EventsService::new(node.clone(), feed)))
         .add_service(health)
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
@@ -189,18 +161,12 @@ async fn bootstrap(config: &Config, raft: &Raft) -> Result<(), RunError> {
     let Some(members) = config.initial_members()? else {
         return Ok(());
     };
-    if raft
-        .is_initialized()
-        .await
-        .map_err(|e| RunError::Raft(e.to_string()))?
-    {
+    if raft.is_initialized().await.map_err(|e| RunError::Raft(e.to_string()))? {
         info!("data directory holds a cluster already; initial_cluster ignored");
         return Ok(());
     }
-    let members: BTreeMap<_, _> = members
-        .into_iter()
-        .map(|(id, addr)| (id, BasicNode { addr }))
-        .collect();
+    let members: BTreeMap<_, _> =
+        members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
     match raft.initialize(members).await {
         Ok(()) => info!("cluster initialised from initial_cluster"),
         // Another member's initialisation reached us first: fine.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use openraft::ServerState;
+use switchboard_storage::state::gateways::GatewayStatus;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -38,16 +39,34 @@ pub fn install(addr: SocketAddr, node: Node, mut stop: watch::Receiver<bool>) {
                 .set(m.last_log_index.unwrap_or(0) as f64);
             metrics::gauge!("switchboard_raft_applied_index", &labels)
                 .set(m.last_applied.map_or(0, |l| l.index) as f64);
-            metrics::gauge!("switchboard_raft_is_leader", &labels).set(
-                if m.state == ServerState::Leader {
+            metrics::gauge!("switchboard_raft_is_leader", &labels)
+                .set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
+            let (regs, calls, gateways) = node.read(|s, _| {
+                let gateways: Vec<_> = s
+                    .gateways
+                    .iter()
+                    .map(|g| {
+                        let up = matches!(g.status, GatewayStatus::InService);
+                        (g.id.clone(), g.counters, up, s.calls.gateway_load(&g.id))
+                    })
+                    .collect();
+                (s.registrations.len(), s.calls.len(), gateways)
+            });
+            metrics::gauge!("switchboard_registered_numbers", &labels).set(regs as f64);
+            metrics::gauge!("switchboard_calls", &labels).set(calls as f64);
+            // Replicated counters: every node exports the same values.
+            for (gw, counters, up, load) in gateways {
+                let l = [("node", id.clone()), ("gateway", gw)];
+                metrics::gauge!("switchboard_gateway_attempts", &l).set(counters.attempts as f64);
+                metrics::gauge!("switchboard_gateway_timeouts", &l).set(counters.timeouts as f64);
+                metrics::gauge!("switchboard_gateway_failures", &l).set(counters.failures as f64);
+                metrics::gauge!("switchboard_gateway_in_service", &l).set(if up {
                     1.0
                 } else {
                     0.0
-                },
-            );
-            let (regs, calls) = node.read(|s, _| (s.registrations.len(), s.calls.len()));
-            metrics::gauge!("switchboard_registered_numbers", &labels).set(regs as f64);
-            metrics::gauge!("switchboard_calls", &labels).set(calls as f64);
+                });
+                metrics::gauge!("switchboard_gateway_active_calls", &l).set(f64::from(load));
+            }
         }
     });
 }

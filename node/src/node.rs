@@ -102,20 +102,14 @@ impl Node {
 
     /// Read the applied state (no consistency check: see [`Node::read_barrier`]).
     pub fn read<R>(&self, f: impl FnOnce(&State, u64) -> R) -> R {
-        self.inner
-            .reader
-            .read(|s, applied| f(s, applied.map_or(0, |l| l.index)))
+        self.inner.reader.read(|s, applied| f(s, applied.map_or(0, |l| l.index)))
     }
 
     /// The current leader as this node knows it: (id, gRPC address).
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.inner.raft.metrics().borrow().clone();
         let id = m.current_leader?;
-        let addr = m
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone())?;
+        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())?;
         Some((id, addr))
     }
 
@@ -192,10 +186,7 @@ impl Node {
         let me = self.id();
         let handed_over = raft
             .wait(Some(Duration::from_secs(5)))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| l != me),
-                "another leader",
-            )
+            .metrics(|m| m.current_leader.is_some_and(|l| l != me), "another leader")
             .await
             .is_ok();
         raft.runtime_config().heartbeat(true);
@@ -204,9 +195,7 @@ impl Node {
         if handed_over {
             Ok(())
         } else {
-            Err(ApiError::unavailable(
-                "no other node took over leadership within 5 s",
-            ))
+            Err(ApiError::unavailable("no other node took over leadership within 5 s"))
         }
     }
 
@@ -215,10 +204,8 @@ impl Node {
         leader: &(NodeId, String),
         command: &Command,
     ) -> Result<Written, ApiError> {
-        let unavailable = |m: String| ApiError::Unavailable {
-            message: m,
-            leader: Some(leader.clone()),
-        };
+        let unavailable =
+            |m: String| ApiError::Unavailable { message: m, leader: Some(leader.clone()) };
         let channel =
             self.inner.peers.channel(leader.0, &leader.1).map_err(|e| {
                 unavailable(format!("leader {} address {}: {e}", leader.0, leader.1))
@@ -231,9 +218,9 @@ impl Node {
             // The request may not have reached the leader, or may have been
             // proposed before the connection broke: only a refused connection
             // is certainly harmless to retry.
-            Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => Err(
-                unavailable(format!("leader {} unreachable: {}", leader.0, s.message())),
-            ),
+            Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => {
+                Err(unavailable(format!("leader {} unreachable: {}", leader.0, s.message())))
+            }
             Err(s) => Err(ApiError::DeadlineExceeded(format!(
                 "forwarding to leader {} failed ({:?}: {}); the write may or may not take effect",
                 leader.0,
@@ -290,9 +277,7 @@ impl Node {
         };
         match tokio::time::timeout_at(deadline, fut).await {
             Ok(r) => r,
-            Err(_) => Err(ApiError::DeadlineExceeded(
-                "linearizable read timed out".into(),
-            )),
+            Err(_) => Err(ApiError::DeadlineExceeded("linearizable read timed out".into())),
         }
     }
 
@@ -306,9 +291,9 @@ impl Node {
                     leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
                 })
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => Err(
-                ApiError::unavailable(format!("leadership not confirmed by a quorum: {q}")),
-            ),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                Err(ApiError::unavailable(format!("leadership not confirmed by a quorum: {q}")))
+            }
             Err(RaftError::Fatal(f)) => Err(ApiError::unavailable(format!("raft stopped: {f}"))),
         }
     }

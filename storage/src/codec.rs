@@ -77,10 +77,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != FORMAT_VERSION {
-        return Err(CodecError::UnknownVersion {
-            found: version,
-            expected: FORMAT_VERSION,
-        });
+        return Err(CodecError::UnknownVersion { found: version, expected: FORMAT_VERSION });
     }
     let (value, used) =
         bincode::serde::decode_from_slice::<T, _>(body, config()).map_err(|e| match e {
@@ -88,10 +85,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
             other => CodecError::Malformed(other),
         })?;
     if used != body.len() {
-        return Err(CodecError::TrailingBytes {
-            used,
-            extra: body.len() - used,
-        });
+        return Err(CodecError::TrailingBytes { used, extra: body.len() - used });
     }
     Ok(value)
 }
@@ -136,10 +130,7 @@ mod tests {
         let mut bytes = encode(&sample()).unwrap();
         bytes[0] = 99;
         match decode::<Sample>(&bytes) {
-            Err(CodecError::UnknownVersion {
-                found: 99,
-                expected: FORMAT_VERSION,
-            }) => {}
+            Err(CodecError::UnknownVersion { found: 99, expected: FORMAT_VERSION }) => {}
             other => panic!("expected UnknownVersion, got {other:?}"),
         }
     }
@@ -159,32 +150,14 @@ mod tests {
     fn garbage() {
         // A huge varint length prefix for `name`: must be refused by the
         // decode limit, not allocated.
-        let bytes = [
-            FORMAT_VERSION,
-            1,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-        ];
-        assert!(matches!(
-            decode::<Sample>(&bytes),
-            Err(CodecError::Malformed(_))
-        ));
+        let bytes = [FORMAT_VERSION, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        assert!(matches!(decode::<Sample>(&bytes), Err(CodecError::Malformed(_))));
 
         // An invalid enum discriminant for `Option` (only 0 and 1 exist).
         let mut bytes = encode(&sample()).unwrap();
         let last = bytes.len() - 2;
         bytes[last] = 9;
-        assert!(matches!(
-            decode::<Sample>(&bytes),
-            Err(CodecError::Malformed(_))
-        ));
+        assert!(matches!(decode::<Sample>(&bytes), Err(CodecError::Malformed(_))));
 
         // Arbitrary bytes never panic, whatever they decode to.
         let mut seed: u32 = 0x1234_5678;

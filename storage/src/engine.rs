@@ -290,9 +290,7 @@ pub struct SledEngine {
 
 impl fmt::Debug for SledEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SledEngine")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("SledEngine").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -335,29 +333,21 @@ fn inspect(dir: &Path) -> Result<Found, EngineError> {
         return Ok(Found::SledDatabase);
     }
     names.sort();
-    let mut found: Vec<String> = names
-        .iter()
-        .take(5)
-        .map(|n| format!("{:?}", n.to_string_lossy()))
-        .collect();
+    let mut found: Vec<String> =
+        names.iter().take(5).map(|n| format!("{:?}", n.to_string_lossy())).collect();
     if names.len() > 5 {
         found.push(format!("and {} more", names.len() - 5));
     }
-    Err(EngineError::NotADatabase {
-        path: dir.to_path_buf(),
-        found: found.join(", "),
-    })
+    Err(EngineError::NotADatabase { path: dir.to_path_buf(), found: found.join(", ") })
 }
 
 /// fsyncs a file or directory by path.
 fn fsync_path(path: &Path, action: &'static str) -> Result<(), EngineError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| EngineError::Sync {
-            path: path.to_path_buf(),
-            action,
-            source,
-        })
+    File::open(path).and_then(|f| f.sync_all()).map_err(|source| EngineError::Sync {
+        path: path.to_path_buf(),
+        action,
+        source,
+    })
 }
 
 /// How long [`open_sled`] keeps retrying while sled's file lock is held.
@@ -391,22 +381,14 @@ fn open_sled(dir: &Path) -> Result<sled::Db, EngineError> {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
-            Ok(Err(source)) => {
-                return Err(EngineError::Open {
-                    path: dir.to_path_buf(),
-                    source,
-                })
-            }
+            Ok(Err(source)) => return Err(EngineError::Open { path: dir.to_path_buf(), source }),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-text panic payload".to_string());
-                return Err(EngineError::OpenPanicked {
-                    path: dir.to_path_buf(),
-                    message,
-                });
+                return Err(EngineError::OpenPanicked { path: dir.to_path_buf(), message });
             }
         }
     }
@@ -432,40 +414,24 @@ impl SledEngine {
         let db = open_sled(&dir)?;
 
         let open_tree = |tree: Tree| {
-            db.open_tree(tree.name())
-                .map_err(|source| EngineError::Sled {
-                    path: dir.clone(),
-                    tree: tree.name(),
-                    action: "open tree",
-                    source,
-                })
+            db.open_tree(tree.name()).map_err(|source| EngineError::Sled {
+                path: dir.clone(),
+                tree: tree.name(),
+                action: "open tree",
+                source,
+            })
         };
-        let trees = [
-            open_tree(Tree::Log)?,
-            open_tree(Tree::Meta)?,
-            open_tree(Tree::Snapshot)?,
-        ];
+        let trees = [open_tree(Tree::Log)?, open_tree(Tree::Meta)?, open_tree(Tree::Snapshot)?];
 
         let data_path = dir.join("db");
         // Write access is not needed for fsync on Unix, but is on some other
         // platforms; opening without truncation changes nothing on disk.
-        let data_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&data_path)
-            .map_err(|source| EngineError::Io {
-                path: data_path,
-                action: "open the sled data file",
-                source,
+        let data_file =
+            OpenOptions::new().read(true).write(true).open(&data_path).map_err(|source| {
+                EngineError::Io { path: data_path, action: "open the sled data file", source }
             })?;
 
-        let engine = SledEngine {
-            dir,
-            db,
-            trees,
-            data_file,
-            synced_blobs: Mutex::default(),
-        };
+        let engine = SledEngine { dir, db, trees, data_file, synced_blobs: Mutex::default() };
         engine.check_marker(found)?;
         Ok(engine)
     }
@@ -480,9 +446,7 @@ impl SledEngine {
                 expected: String::from_utf8_lossy(FORMAT_MARKER).into_owned(),
             }),
             None if found == Found::SledDatabase || self.has_any_data()? => {
-                Err(EngineError::MissingMarker {
-                    path: self.dir.clone(),
-                })
+                Err(EngineError::MissingMarker { path: self.dir.clone() })
             }
             None => {
                 self.insert(Tree::Meta, FORMAT_KEY, FORMAT_MARKER)?;
@@ -521,12 +485,7 @@ impl SledEngine {
         action: &'static str,
     ) -> impl FnOnce(sled::Error) -> EngineError {
         let path = self.dir.clone();
-        move |source| EngineError::Sled {
-            path,
-            tree: tree.name(),
-            action,
-            source,
-        }
+        move |source| EngineError::Sled { path, tree: tree.name(), action, source }
     }
 
     /// fsyncs every sled blob file not synced yet, and the blob directory.
@@ -540,17 +499,10 @@ impl SledEngine {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(source) => {
-                return Err(EngineError::Sync {
-                    path: blob_dir,
-                    action: "listing blobs",
-                    source,
-                })
+                return Err(EngineError::Sync { path: blob_dir, action: "listing blobs", source })
             }
         };
-        let mut synced = self
-            .synced_blobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(PoisonError::into_inner);
         let mut present = HashSet::new();
         let mut new_blob = false;
         for entry in entries {
@@ -567,11 +519,7 @@ impl SledEngine {
                     // sled garbage-collected it between listing and opening.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(source) => {
-                        return Err(EngineError::Sync {
-                            path,
-                            action: "syncing a blob",
-                            source,
-                        })
+                        return Err(EngineError::Sync { path, action: "syncing a blob", source })
                     }
                 }
             }
@@ -606,24 +554,17 @@ impl Engine for SledEngine {
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        let value = self
-            .tree(tree)
-            .get(key)
-            .map_err(self.sled_err(tree, "get"))?;
+        let value = self.tree(tree).get(key).map_err(self.sled_err(tree, "get"))?;
         Ok(value.map(|v| v.to_vec()))
     }
 
     fn insert(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
-        self.tree(tree)
-            .insert(key, value)
-            .map_err(self.sled_err(tree, "insert"))?;
+        self.tree(tree).insert(key, value).map_err(self.sled_err(tree, "insert"))?;
         Ok(())
     }
 
     fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), EngineError> {
-        self.tree(tree)
-            .remove(key)
-            .map_err(self.sled_err(tree, "remove"))?;
+        self.tree(tree).remove(key).map_err(self.sled_err(tree, "remove"))?;
         Ok(())
     }
 
@@ -643,18 +584,12 @@ impl Engine for SledEngine {
     }
 
     fn first(&self, tree: Tree) -> Result<Option<KeyValue>, EngineError> {
-        let first = self
-            .tree(tree)
-            .first()
-            .map_err(self.sled_err(tree, "first"))?;
+        let first = self.tree(tree).first().map_err(self.sled_err(tree, "first"))?;
         Ok(first.map(pair))
     }
 
     fn last(&self, tree: Tree) -> Result<Option<KeyValue>, EngineError> {
-        let last = self
-            .tree(tree)
-            .last()
-            .map_err(self.sled_err(tree, "last"))?;
+        let last = self.tree(tree).last().map_err(self.sled_err(tree, "last"))?;
         Ok(last.map(pair))
     }
 
@@ -666,9 +601,7 @@ impl Engine for SledEngine {
                 BatchOp::Remove(k) => sled_batch.remove(k),
             }
         }
-        self.tree(tree)
-            .apply_batch(sled_batch)
-            .map_err(self.sled_err(tree, "batch write"))
+        self.tree(tree).apply_batch(sled_batch).map_err(self.sled_err(tree, "batch write"))
     }
 
     fn remove_range(
@@ -690,9 +623,7 @@ impl Engine for SledEngine {
             count += 1;
         }
         if count > 0 {
-            self.tree(tree)
-                .apply_batch(batch)
-                .map_err(self.sled_err(tree, "range delete"))?;
+            self.tree(tree).apply_batch(batch).map_err(self.sled_err(tree, "range delete"))?;
         }
         Ok(count)
     }
@@ -717,13 +648,11 @@ impl Engine for SledEngine {
             source: io::Error::other(e),
         })?;
         self.sync_blobs()?;
-        self.data_file
-            .sync_all()
-            .map_err(|source| EngineError::Sync {
-                path: self.dir.join("db"),
-                action: "fsyncing sled's data file",
-                source,
-            })
+        self.data_file.sync_all().map_err(|source| EngineError::Sync {
+            path: self.dir.join("db"),
+            action: "fsyncing sled's data file",
+            source,
+        })
     }
 }
 
@@ -748,17 +677,12 @@ mod tests {
             engine.insert(Tree::Meta, b"k", b"v").unwrap();
 
             assert_eq!(engine.get(Tree::Meta, b"k").unwrap(), Some(b"v".to_vec()));
-            assert_eq!(
-                engine.get(Tree::Log, b"k").unwrap(),
-                None,
-                "trees are separate"
-            );
+            assert_eq!(engine.get(Tree::Log, b"k").unwrap(), None, "trees are separate");
             assert_eq!(engine.first(Tree::Log).unwrap().unwrap().0, key(1));
             assert_eq!(engine.last(Tree::Log).unwrap().unwrap().0, key(10));
 
-            let got = engine
-                .range(Tree::Log, Bound::Included(key(3)), Bound::Excluded(key(6)))
-                .unwrap();
+            let got =
+                engine.range(Tree::Log, Bound::Included(key(3)), Bound::Excluded(key(6))).unwrap();
             let keys: Vec<_> = got.into_iter().map(|(k, _)| k).collect();
             assert_eq!(keys, vec![key(3), key(4), key(5)]);
             assert!(engine
@@ -774,10 +698,7 @@ mod tests {
         let engine = SledEngine::open(dir.path()).unwrap();
         assert_eq!(engine.first(Tree::Log).unwrap().unwrap().0, key(2));
         assert_eq!(engine.last(Tree::Log).unwrap().unwrap().0, key(7));
-        assert_eq!(
-            engine.get(Tree::Meta, FORMAT_KEY).unwrap(),
-            Some(FORMAT_MARKER.to_vec())
-        );
+        assert_eq!(engine.get(Tree::Meta, FORMAT_KEY).unwrap(), Some(FORMAT_MARKER.to_vec()));
     }
 
     #[test]
@@ -792,10 +713,7 @@ mod tests {
             assert!(synced >= 1, "a 1 MiB value should live in a blob file");
         }
         let engine = SledEngine::open(dir.path()).unwrap();
-        assert_eq!(
-            engine.get(Tree::Snapshot, b"big").unwrap().map(|v| v.len()),
-            Some(1 << 20)
-        );
+        assert_eq!(engine.get(Tree::Snapshot, b"big").unwrap().map(|v| v.len()), Some(1 << 20));
     }
 
     #[test]
@@ -803,9 +721,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let engine = SledEngine::open(dir.path()).unwrap();
-            engine
-                .insert(Tree::Meta, FORMAT_KEY, b"someone-else/9")
-                .unwrap();
+            engine.insert(Tree::Meta, FORMAT_KEY, b"someone-else/9").unwrap();
             engine.sync().unwrap();
         }
         match SledEngine::open(dir.path()) {

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`state`]: the replicated state and [`state::apply()`]. Pure: no I/O, no
-//!   clock, no randomness. Owned separately; everything else builds on it.
+//!   clock, no randomness; everything else builds on it.
 //! - [`codec`]: the one value encoding (a version byte + bincode) for
 //!   everything persisted or sent as a snapshot.
 //! - [`engine`]: a small key-value [`engine::Engine`] trait (named trees,
@@ -15,6 +15,7 @@
 //! - [`sm_store`]: the applied state in memory, persisted as snapshots
 //!   (openraft `RaftStateMachine` + `RaftSnapshotBuilder`), and
 //!   [`sm_store::StateReader`] for local reads.
+//! - [`feed`]: recent events of applied entries, for watchers to resume from.
 //! - [`types`]: the openraft type configuration and aliases.
 //!
 //! A node keeps one database (one data directory) for both stores; [`open`]
@@ -24,6 +25,7 @@
 
 pub mod codec;
 pub mod engine;
+pub mod feed;
 pub mod log_store;
 pub mod sm_store;
 pub mod state;

@@ -85,10 +85,7 @@ where
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Failure> {
-    codec::encode(value).map_err(|source| Failure::Codec {
-        what: what.to_string(),
-        source,
-    })
+    codec::encode(value).map_err(|source| Failure::Codec { what: what.to_string(), source })
 }
 
 /// Reads and decodes one `meta` value.
@@ -99,14 +96,8 @@ fn read_meta<T: DeserializeOwned>(
     let Some(bytes) = engine.get(Tree::Meta, key)? else {
         return Ok(None);
     };
-    let what = format!(
-        "`{}` in {}",
-        String::from_utf8_lossy(key),
-        engine.path().display()
-    );
-    codec::decode(&bytes)
-        .map(Some)
-        .map_err(|source| Failure::Codec { what, source })
+    let what = format!("`{}` in {}", String::from_utf8_lossy(key), engine.path().display());
+    codec::decode(&bytes).map(Some).map_err(|source| Failure::Codec { what, source })
 }
 
 /// Decodes one `log` pair, checking that the key matches the entry.
@@ -156,10 +147,7 @@ fn read_log_state(engine: &dyn Engine) -> Result<LogState, Failure> {
         (Some(entry), _) => Some(entry),
         (None, purged) => purged,
     };
-    Ok(LogState {
-        last_purged_log_id: last_purged,
-        last_log_id,
-    })
+    Ok(LogState { last_purged_log_id: last_purged, last_log_id })
 }
 
 /// A cheap, cloneable reader of the log, sharing the [`LogStore`]'s engine.
@@ -170,9 +158,7 @@ pub struct LogReader {
 
 impl Debug for LogReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogReader")
-            .field("path", &self.engine.path())
-            .finish()
+        f.debug_struct("LogReader").field("path", &self.engine.path()).finish()
     }
 }
 
@@ -210,10 +196,7 @@ impl LogStore {
         let corrupt = |failure: Failure| match failure {
             Failure::Engine(e) => OpenError::Engine(e),
             Failure::Codec { what, source } => OpenError::Corrupt { what, source },
-            other => OpenError::Inconsistent {
-                path: path.clone(),
-                detail: other.to_string(),
-            },
+            other => OpenError::Inconsistent { path: path.clone(), detail: other.to_string() },
         };
 
         read_meta::<Vote>(engine.as_ref(), VOTE_KEY).map_err(corrupt)?;
@@ -229,15 +212,12 @@ impl LogStore {
                 Bound::Included(index_key(purged.index)),
             )?;
         }
-        for (key, value) in [engine.first(Tree::Log)?, engine.last(Tree::Log)?]
-            .into_iter()
-            .flatten()
+        for (key, value) in
+            [engine.first(Tree::Log)?, engine.last(Tree::Log)?].into_iter().flatten()
         {
             decode_entry(engine.as_ref(), &key, &value).map_err(corrupt)?;
         }
-        Ok(LogStore {
-            reader: LogReader { engine },
-        })
+        Ok(LogStore { reader: LogReader { engine } })
     }
 
     fn engine(&self) -> &SharedEngine {

@@ -33,6 +33,8 @@ use tokio::task::JoinError;
 
 use crate::codec::{self, CodecError};
 use crate::engine::{Engine, EngineError, SharedEngine, Tree, WriteBatch};
+use crate::feed::Feed;
+use crate::state::events::events_of;
 use crate::state::{self, Outcome, State};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
@@ -140,6 +142,8 @@ struct Shared {
     current: Mutex<Option<SnapshotMeta>>,
     /// Makes snapshot ids unique; starts after the persisted snapshot's.
     counter: AtomicU64,
+    /// Events of applied entries, for watchers.
+    feed: Arc<Feed>,
 }
 
 impl Shared {
@@ -162,10 +166,8 @@ impl Shared {
                 }
             }
         }
-        let meta_bytes = codec::encode(meta).map_err(|source| Failure::Codec {
-            what: "snapshot meta".to_string(),
-            source,
-        })?;
+        let meta_bytes = codec::encode(meta)
+            .map_err(|source| Failure::Codec { what: "snapshot meta".to_string(), source })?;
         let mut batch = WriteBatch::new();
         batch.insert(META_KEY, meta_bytes);
         batch.insert(DATA_KEY, data);
@@ -221,9 +223,7 @@ pub struct StateMachineStore {
 
 impl fmt::Debug for StateMachineStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StateMachineStore")
-            .field("path", &self.shared.engine.path())
-            .finish()
+        f.debug_struct("StateMachineStore").field("path", &self.shared.engine.path()).finish()
     }
 }
 
@@ -255,21 +255,29 @@ impl StateMachineStore {
             .and_then(|m| m.snapshot_id.rsplit('-').next())
             .and_then(|n| n.parse::<u64>().ok())
             .map_or(0, |n| n.saturating_add(1));
+        let feed = Arc::new(Feed::new(
+            applied.last_applied.map_or(0, |l| l.index),
+            crate::feed::DEFAULT_RETAINED,
+        ));
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 engine,
                 applied: Arc::new(RwLock::new(applied)),
                 current: Mutex::new(current),
                 counter: AtomicU64::new(counter),
+                feed,
             }),
         })
     }
 
+    /// The event feed of applied entries.
+    pub fn feed(&self) -> Arc<Feed> {
+        Arc::clone(&self.shared.feed)
+    }
+
     /// A handle for reading the applied state.
     pub fn reader(&self) -> StateReader {
-        StateReader {
-            applied: Arc::clone(&self.shared.applied),
-        }
+        StateReader { applied: Arc::clone(&self.shared.applied) }
     }
 }
 
@@ -281,9 +289,7 @@ pub struct SnapshotBuilder {
 
 impl fmt::Debug for SnapshotBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SnapshotBuilder")
-            .field("path", &self.shared.engine.path())
-            .finish()
+        f.debug_struct("SnapshotBuilder").field("path", &self.shared.engine.path()).finish()
     }
 }
 
@@ -307,18 +313,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_membership: view.membership.clone(),
                 snapshot_id,
             };
-            let data = codec::encode(&view).map_err(|source| Failure::Codec {
-                what: "snapshot data".to_string(),
-                source,
-            })?;
+            let data = codec::encode(&view)
+                .map_err(|source| Failure::Codec { what: "snapshot data".to_string(), source })?;
             // Written and synced before it is recorded as current, and before
             // it is returned to openraft (which may then purge the log up to
             // it).
             shared.persist(&meta, data.clone(), true)?;
-            Ok(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(data)),
-            })
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
@@ -343,6 +344,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut applied = self.shared.applied.write().map_err(|_| poisoned())?;
         let applied = &mut *applied;
         let mut outcomes = Vec::new();
+        let mut events = Vec::new();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
@@ -358,15 +360,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     Outcome::Nothing
                 }
             };
+            events_of(entry.log_id.index, &outcome, &mut events);
             outcomes.push(outcome);
         }
+        // Published while the state is still write-locked, so a watcher that
+        // reads the state and then subscribes cannot miss what is in between.
+        self.shared.feed.publish(events);
         Ok(outcomes)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            shared: Arc::clone(&self.shared),
-        }
+        SnapshotBuilder { shared: Arc::clone(&self.shared) }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -397,7 +401,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e))?;
 
-        *self.shared.applied.write().map_err(|_| poisoned())? = installed;
+        let mut applied = self.shared.applied.write().map_err(|_| poisoned())?;
+        self.shared.feed.reset(installed.last_applied.map_or(0, |l| l.index));
+        *applied = installed;
         Ok(())
     }
 
@@ -407,17 +413,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // Under the snapshot lock: meta and data are two reads, and a
             // snapshot being written between them would pair one snapshot's
             // meta with another's data.
-            let _writing = shared
-                .current
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _writing = shared.current.lock().unwrap_or_else(PoisonError::into_inner);
             read_persisted(shared.engine.as_ref())
         })
         .await
         .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(persisted.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        Ok(persisted.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }

@@ -20,19 +20,13 @@ fn log_id(term: u64, index: u64) -> LogId {
 }
 
 fn blank(term: u64, index: u64) -> Entry {
-    Entry {
-        log_id: log_id(term, index),
-        payload: openraft::EntryPayload::Blank,
-    }
+    Entry { log_id: log_id(term, index), payload: openraft::EntryPayload::Blank }
 }
 
 fn proposal(term: u64, index: u64, command: Command) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: openraft::EntryPayload::Normal(Proposal {
-            at_ms: 1_000 * index,
-            command,
-        }),
+        payload: openraft::EntryPayload::Normal(Proposal { at_ms: 1_000 * index, command }),
     }
 }
 
@@ -62,11 +56,7 @@ fn open(dir: &Path) -> (LogStore, StateMachineStore) {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn path_in(err: &dyn std::fmt::Display, dir: &Path) -> bool {
@@ -82,9 +72,7 @@ fn log_survives_restart() {
         log.save_vote(&Vote::new(3, 2)).await.unwrap();
         // `blocking_append` goes through the real `append` with a real
         // `LogFlushed` callback and waits for it.
-        log.blocking_append((1..=5).map(|i| blank(1, i)))
-            .await
-            .unwrap();
+        log.blocking_append((1..=5).map(|i| blank(1, i))).await.unwrap();
         log.blocking_append([membership(2, 6, &[1, 2, 3]), proposal(2, 7, put_node(1))])
             .await
             .unwrap();
@@ -127,9 +115,7 @@ fn purging_everything_keeps_the_last_log_id() {
     let rt = rt();
     rt.block_on(async {
         let (mut log, _sm) = open(dir.path());
-        log.blocking_append((1..=3).map(|i| blank(1, i)))
-            .await
-            .unwrap();
+        log.blocking_append((1..=3).map(|i| blank(1, i))).await.unwrap();
         log.purge(log_id(1, 3)).await.unwrap();
     });
     rt.block_on(async {
@@ -147,9 +133,7 @@ fn interrupted_purge_is_finished_on_open() {
     let rt = rt();
     rt.block_on(async {
         let (mut log, _sm) = open(dir.path());
-        log.blocking_append((1..=6).map(|i| blank(1, i)))
-            .await
-            .unwrap();
+        log.blocking_append((1..=6).map(|i| blank(1, i))).await.unwrap();
         log.purge(log_id(1, 2)).await.unwrap();
     });
     // Simulate a crash between recording last_purged = 4 and deleting entries.
@@ -164,10 +148,7 @@ fn interrupted_purge_is_finished_on_open() {
         let entries = log.try_get_log_entries(0..).await.unwrap();
         let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
         assert_eq!(indexes, vec![5, 6]);
-        assert_eq!(
-            log.get_log_state().await.unwrap().last_purged_log_id,
-            Some(log_id(1, 4))
-        );
+        assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(1, 4)));
     });
 }
 
@@ -190,12 +171,7 @@ fn state_machine_survives_restart_through_its_snapshot() {
             .unwrap();
         assert_eq!(outcomes.len(), 6, "one outcome per entry");
 
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 6)));
 
         let (applied, membership) = sm.applied_state().await.unwrap();
@@ -214,20 +190,11 @@ fn state_machine_survives_restart_through_its_snapshot() {
         let (applied, membership) = sm.applied_state().await.unwrap();
         assert_eq!(applied, applied_before);
         assert_eq!(membership, membership_before);
-        let current = sm
-            .get_current_snapshot()
-            .await
-            .unwrap()
-            .expect("a persisted snapshot");
+        let current = sm.get_current_snapshot().await.unwrap().expect("a persisted snapshot");
         assert_eq!(current.meta, meta_before);
 
         // Ids are not reused after a restart.
-        let next = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let next = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_ne!(next.meta.snapshot_id, meta_before.snapshot_id);
     });
 }
@@ -240,32 +207,17 @@ fn snapshot_transfers_and_garbage_install_changes_nothing() {
     rt.block_on(async {
         let (_l_log, mut leader) = open(leader_dir.path());
         let (_f_log, mut follower) = open(follower_dir.path());
-        leader
-            .apply([membership(1, 1, &[1, 2]), proposal(1, 2, put_node(7))])
-            .await
-            .unwrap();
+        leader.apply([membership(1, 1, &[1, 2]), proposal(1, 2, put_node(7))]).await.unwrap();
         follower.apply([membership(1, 1, &[1, 2])]).await.unwrap();
-        let good = leader
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let good = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
         let before = follower.reader().read(|s, last| (s.clone(), last));
-        let current_before = follower
-            .get_current_snapshot()
-            .await
-            .unwrap()
-            .map(|s| s.meta);
+        let current_before = follower.get_current_snapshot().await.unwrap().map(|s| s.meta);
 
         // Garbage in every flavour: error, and nothing changes.
         let mut cases: Vec<(&str, Vec<u8>)> = vec![
             ("empty", Vec::new()),
             ("unknown version", vec![200, 1, 2, 3]),
-            (
-                "garbage",
-                vec![1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
-            ),
+            ("garbage", vec![1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]),
         ];
         let good_bytes = good.snapshot.get_ref().clone();
         cases.push(("truncated", good_bytes[..good_bytes.len() / 2].to_vec()));
@@ -278,27 +230,16 @@ fn snapshot_transfers_and_garbage_install_changes_nothing() {
                 .await
                 .expect_err(name);
             assert!(err.to_string().contains("snapshot"), "{name}: {err}");
+            assert_eq!(follower.reader().read(|s, last| (s.clone(), last)), before, "{name}");
             assert_eq!(
-                follower.reader().read(|s, last| (s.clone(), last)),
-                before,
-                "{name}"
-            );
-            assert_eq!(
-                follower
-                    .get_current_snapshot()
-                    .await
-                    .unwrap()
-                    .map(|s| s.meta),
+                follower.get_current_snapshot().await.unwrap().map(|s| s.meta),
                 current_before,
                 "{name}"
             );
         }
 
         // Valid data under the wrong meta is refused too.
-        let wrong_meta = SnapshotMeta {
-            last_log_id: Some(log_id(9, 9)),
-            ..good.meta.clone()
-        };
+        let wrong_meta = SnapshotMeta { last_log_id: Some(log_id(9, 9)), ..good.meta.clone() };
         let err = follower
             .install_snapshot(&wrong_meta, Box::new(Cursor::new(good_bytes.clone())))
             .await
@@ -306,23 +247,10 @@ fn snapshot_transfers_and_garbage_install_changes_nothing() {
         assert!(err.to_string().contains("does not match"), "{err}");
 
         // The real one installs.
-        follower
-            .install_snapshot(&good.meta, Box::new(Cursor::new(good_bytes)))
-            .await
-            .unwrap();
+        follower.install_snapshot(&good.meta, Box::new(Cursor::new(good_bytes))).await.unwrap();
         let leader_view = leader.reader().read(|s, last| (s.clone(), last));
-        assert_eq!(
-            follower.reader().read(|s, last| (s.clone(), last)),
-            leader_view
-        );
-        assert_eq!(
-            follower
-                .get_current_snapshot()
-                .await
-                .unwrap()
-                .map(|s| s.meta),
-            Some(good.meta)
-        );
+        assert_eq!(follower.reader().read(|s, last| (s.clone(), last)), leader_view);
+        assert_eq!(follower.get_current_snapshot().await.unwrap().map(|s| s.meta), Some(good.meta));
     });
 }
 
@@ -335,10 +263,7 @@ fn foreign_directory_is_refused() {
         matches!(err, OpenError::Engine(EngineError::NotADatabase { .. })),
         "unexpected error: {err}"
     );
-    assert!(
-        path_in(&err, dir.path()),
-        "error should name the directory: {err}"
-    );
+    assert!(path_in(&err, dir.path()), "error should name the directory: {err}");
     assert!(err.to_string().contains("notes.txt"), "{err}");
     // Nothing was created next to the foreign file.
     assert!(!dir.path().join("db").exists());
@@ -359,15 +284,9 @@ fn populated(dir: &Path) {
     rt.block_on(async {
         let (mut log, mut sm) = open(dir);
         log.save_vote(&Vote::new(1, 1)).await.unwrap();
-        log.blocking_append((1..=3).map(|i| blank(1, i)))
-            .await
-            .unwrap();
+        log.blocking_append((1..=3).map(|i| blank(1, i))).await.unwrap();
         sm.apply([blank(1, 1)]).await.unwrap();
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
     });
 }
 
@@ -375,9 +294,8 @@ fn populated(dir: &Path) {
 fn garbage_sled_data_file_is_an_error_not_a_fresh_database() {
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path());
-    let garbage: Vec<u8> = (0..64 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let garbage: Vec<u8> =
+        (0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(dir.path().join("db"), &garbage).unwrap();
     let err = switchboard_storage::open(dir.path()).expect_err("garbage db file");
     assert!(matches!(err, OpenError::Engine(_)), "{err}");
@@ -404,19 +322,14 @@ fn garbage_vote_is_a_codec_error() {
     populated(dir.path());
     {
         let engine = SledEngine::open(dir.path()).unwrap();
-        engine
-            .insert(Tree::Meta, b"vote", &[1, 0xFF, 0xFF])
-            .unwrap();
+        engine.insert(Tree::Meta, b"vote", &[1, 0xFF, 0xFF]).unwrap();
         engine.sync().unwrap();
     }
     let err = switchboard_storage::open(dir.path()).expect_err("garbage vote");
     match &err {
         OpenError::Corrupt { what, source } => {
             assert!(what.contains("vote"), "{err}");
-            assert!(
-                matches!(source, CodecError::Truncated(_) | CodecError::Malformed(_)),
-                "{err}"
-            );
+            assert!(matches!(source, CodecError::Truncated(_) | CodecError::Malformed(_)), "{err}");
         }
         other => panic!("expected a codec error, got {other}"),
     }
@@ -452,13 +365,8 @@ fn garbage_log_entry_is_a_read_error() {
     let rt = rt();
     rt.block_on(async {
         let mut log = LogStore::open(engine.clone()).unwrap();
-        engine
-            .insert(Tree::Log, &2u64.to_be_bytes(), &[1, 7])
-            .unwrap();
-        let err = log
-            .try_get_log_entries(0..)
-            .await
-            .expect_err("garbage entry");
+        engine.insert(Tree::Log, &2u64.to_be_bytes(), &[1, 7]).unwrap();
+        let err = log.try_get_log_entries(0..).await.expect_err("garbage entry");
         assert!(err.to_string().contains("log entry 2"), "{err}");
     });
     drop(engine);
@@ -466,9 +374,7 @@ fn garbage_log_entry_is_a_read_error() {
     // only, so corrupt the last one too and expect a refusal.
     {
         let engine = SledEngine::open(dir.path()).unwrap();
-        engine
-            .insert(Tree::Log, &3u64.to_be_bytes(), &[1, 7])
-            .unwrap();
+        engine.insert(Tree::Log, &3u64.to_be_bytes(), &[1, 7]).unwrap();
         engine.sync().unwrap();
     }
     let err = switchboard_storage::open(dir.path()).expect_err("garbage last entry");
@@ -481,9 +387,7 @@ fn garbage_snapshot_is_a_codec_error_on_open() {
     populated(dir.path());
     {
         let engine = SledEngine::open(dir.path()).unwrap();
-        engine
-            .insert(Tree::Snapshot, b"data", &[1, 0xFF, 0xFF, 0xFF])
-            .unwrap();
+        engine.insert(Tree::Snapshot, b"data", &[1, 0xFF, 0xFF, 0xFF]).unwrap();
         engine.sync().unwrap();
     }
     let err = switchboard_storage::open(dir.path()).expect_err("garbage snapshot");

@@ -25,12 +25,7 @@ use tonic::transport::Channel;
 
 /// Test-friendly Raft timings: fast elections, small snapshots.
 pub fn test_config(id: u64, listen: SocketAddr, data: PathBuf) -> Config {
-    let mut c = Config {
-        id,
-        listen,
-        data,
-        ..Config::default()
-    };
+    let mut c = Config { id, listen, data, ..Config::default() };
     c.raft.heartbeat_ms = 50;
     c.raft.election_min_ms = 150;
     c.raft.election_max_ms = 300;
@@ -51,10 +46,7 @@ pub struct NodeHandle {
 }
 
 /// A running node: its shutdown trigger and its task.
-type Running = (
-    oneshot::Sender<()>,
-    JoinHandle<Result<(), switchboard::RunError>>,
-);
+type Running = (oneshot::Sender<()>, JoinHandle<Result<(), switchboard::RunError>>);
 
 /// An in-process cluster for tests.
 pub struct Cluster {
@@ -65,9 +57,7 @@ pub struct Cluster {
 
 /// Pick a free port on 127.0.0.1 (bind port 0, note it, release it).
 async fn free_addr() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr")
 }
 
@@ -86,23 +76,12 @@ impl Cluster {
         }
         let initial: Vec<String> = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect();
         let initial = initial.join(",");
-        let mut cluster = Cluster {
-            nodes: BTreeMap::new(),
-            dir,
-        };
+        let mut cluster = Cluster { nodes: BTreeMap::new(), dir };
         for (&id, &addr) in &addrs {
             let mut config = test_config(id, addr, cluster.dir.path().join(format!("node{id}")));
             config.initial_cluster = Some(initial.clone());
             tweak(&mut config);
-            cluster.nodes.insert(
-                id,
-                NodeHandle {
-                    id,
-                    addr,
-                    config,
-                    running: None,
-                },
-            );
+            cluster.nodes.insert(id, NodeHandle { id, addr, config, running: None });
         }
         for id in 1..=n {
             cluster.start_node(id).await;
@@ -144,15 +123,7 @@ impl Cluster {
     pub async fn add_node_config(&mut self, id: u64) -> SocketAddr {
         let addr = free_addr().await;
         let config = test_config(id, addr, self.dir.path().join(format!("node{id}")));
-        self.nodes.insert(
-            id,
-            NodeHandle {
-                id,
-                addr,
-                config,
-                running: None,
-            },
-        );
+        self.nodes.insert(id, NodeHandle { id, addr, config, running: None });
         addr
     }
 
@@ -224,21 +195,13 @@ impl Cluster {
 
     /// Ids of running nodes other than `id`.
     pub fn others(&self, id: u64) -> Vec<u64> {
-        self.nodes
-            .values()
-            .filter(|n| n.id != id && n.running.is_some())
-            .map(|n| n.id)
-            .collect()
+        self.nodes.values().filter(|n| n.id != id && n.running.is_some()).map(|n| n.id).collect()
     }
 
     /// Stop every running node.
     pub async fn shutdown(mut self) {
-        let ids: Vec<u64> = self
-            .nodes
-            .values()
-            .filter(|n| n.running.is_some())
-            .map(|n| n.id)
-            .collect();
+        let ids: Vec<u64> =
+            self.nodes.values().filter(|n| n.running.is_some()).map(|n| n.id).collect();
         for id in ids {
             self.stop_node(id).await;
         }
@@ -293,10 +256,61 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A tiny SIP UDP responder standing in for a gateway: answers every
+/// OPTIONS with `200 OK`, echoing Via, From, To, Call-ID and CSeq.
+pub struct SipResponder {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SipResponder {
+    /// Listen on `addr` (use port 0 for a fresh one).
+    pub async fn start(addr: SocketAddr) -> SipResponder {
+        let socket = tokio::net::UdpSocket::bind(addr).await.expect("bind responder");
+        let addr = socket.local_addr().expect("addr");
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                tokio::select! {
+                    _ = &mut rx => return,
+                    got = socket.recv_from(&mut buf) => {
+                        let Ok((n, from)) = got else { continue };
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        if !text.starts_with("OPTIONS ") {
+                            continue;
+                        }
+                        let mut reply = String::from("SIP/2.0 200 OK\r\n");
+                        for line in text.split("\r\n") {
+                            let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+                            if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
+                                reply.push_str(line);
+                                reply.push_str("\r\n");
+                            }
+                        }
+                        reply.push_str("Content-Length: 0\r\n\r\n");
+                        let _ = socket.send_to(reply.as_bytes(), from).await;
+                    }
+                }
+            }
+        });
+        SipResponder { addr, stop: Some(tx), task: Some(task) }
+    }
+
+    /// Stop answering (the port is released).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
     }
 }

@@ -20,22 +20,14 @@ async fn write_at_a_follower_is_read_everywhere() {
         .into_inner();
     let binding = reply.binding.expect("binding");
     assert_eq!(binding.contact, "sip:1000@10.0.0.1:5060");
-    assert_eq!(
-        binding.node_id, follower,
-        "controlled by the node it registered at"
-    );
+    assert_eq!(binding.node_id, follower, "controlled by the node it registered at");
     let meta = reply.meta.expect("meta");
     assert_eq!(meta.leader_id, leader);
 
     // LINEARIZABLE: every node sees the acknowledged write immediately.
     for id in 1..=3 {
-        let got = cluster
-            .registrar(id)
-            .await
-            .lookup(lookup("1000", true))
-            .await
-            .unwrap()
-            .into_inner();
+        let got =
+            cluster.registrar(id).await.lookup(lookup("1000", true)).await.unwrap().into_inner();
         assert_eq!(got.bindings.len(), 1, "node {id} linearizable read");
         assert_eq!(got.bindings[0].contact, "sip:1000@10.0.0.1:5060");
         assert!(
@@ -48,20 +40,10 @@ async fn write_at_a_follower_is_read_everywhere() {
     // LOCAL converges on every node.
     for id in 1..=3 {
         let c = &cluster;
-        eventually(
-            Duration::from_secs(5),
-            "local read to converge",
-            || async move {
-                let got = c
-                    .registrar(id)
-                    .await
-                    .lookup(lookup("1000", false))
-                    .await
-                    .ok()?
-                    .into_inner();
-                (got.bindings.len() == 1).then_some(())
-            },
-        )
+        eventually(Duration::from_secs(5), "local read to converge", || async move {
+            let got = c.registrar(id).await.lookup(lookup("1000", false)).await.ok()?.into_inner();
+            (got.bindings.len() == 1).then_some(())
+        })
         .await;
     }
     cluster.shutdown().await;
@@ -75,9 +57,7 @@ async fn concurrent_writes_at_every_node_are_all_applied() {
         let mut r = cluster.registrar(u64::from(i % 3) + 1).await;
         tasks.push(tokio::spawn(async move {
             let n = format!("2{i:03}");
-            r.register(register(&n, "d", &format!("sip:{n}@h")))
-                .await
-                .map(|r| r.into_inner())
+            r.register(register(&n, "d", &format!("sip:{n}@h"))).await.map(|r| r.into_inner())
         }));
     }
     let mut indexes = std::collections::BTreeSet::new();

@@ -34,19 +34,11 @@ async fn leader_stop_elects_a_new_leader_and_keeps_acknowledged_writes() {
     for i in 20..60 {
         let n = format!("3{i:03}");
         let via = survivors[i % 2];
-        match cluster
-            .registrar(via)
-            .await
-            .register(register(&n, "d", "sip:x@h"))
-            .await
-        {
+        match cluster.registrar(via).await.register(register(&n, "d", "sip:x@h")).await {
             Ok(_) => acknowledged.push(n),
             Err(s) => {
                 assert!(
-                    matches!(
-                        s.code(),
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                    ),
+                    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded),
                     "unexpected error during failover: {s:?}"
                 );
                 failed += 1;

@@ -27,20 +27,13 @@ async fn restarted_node_catches_up_from_the_log() {
     cluster.stop_node(down).await;
     for i in 0..30 {
         let n = format!("4{i:03}");
-        cluster
-            .registrar(leader)
-            .await
-            .register(register(&n, "d", "sip:x@h"))
-            .await
-            .unwrap();
+        cluster.registrar(leader).await.register(register(&n, "d", "sip:x@h")).await.unwrap();
     }
     cluster.start_node(down).await;
     let c = &cluster;
-    eventually(
-        Duration::from_secs(10),
-        "restarted node to catch up",
-        || async move { (count_local(c, down).await? == 30).then_some(()) },
-    )
+    eventually(Duration::from_secs(10), "restarted node to catch up", || async move {
+        (count_local(c, down).await? == 30).then_some(())
+    })
     .await;
     cluster.shutdown().await;
 }
@@ -61,27 +54,15 @@ async fn restarted_node_catches_up_from_a_snapshot_after_the_log_was_purged() {
     // several snapshots.
     for i in 0..120 {
         let n = format!("5{i:03}");
-        cluster
-            .registrar(leader)
-            .await
-            .register(register(&n, "d", "sip:x@h"))
-            .await
-            .unwrap();
+        cluster.registrar(leader).await.register(register(&n, "d", "sip:x@h")).await.unwrap();
     }
     let c = &cluster;
-    let purged = eventually(
-        Duration::from_secs(10),
-        "leader to purge its log",
-        || async move {
-            let s = c.status(leader).await?;
-            (s.purged_index > before + 1).then_some(s.purged_index)
-        },
-    )
+    let purged = eventually(Duration::from_secs(10), "leader to purge its log", || async move {
+        let s = c.status(leader).await?;
+        (s.purged_index > before + 1).then_some(s.purged_index)
+    })
     .await;
-    assert!(
-        purged > before,
-        "the entries the stopped node needs are gone from the log"
-    );
+    assert!(purged > before, "the entries the stopped node needs are gone from the log");
 
     cluster.start_node(down).await;
     let c = &cluster;
@@ -92,10 +73,7 @@ async fn restarted_node_catches_up_from_a_snapshot_after_the_log_was_purged() {
     )
     .await;
     let s = cluster.status(down).await.unwrap();
-    assert!(
-        s.snapshot_index >= purged,
-        "caught up through a snapshot: {s:?}"
-    );
+    assert!(s.snapshot_index >= purged, "caught up through a snapshot: {s:?}");
     cluster.shutdown().await;
 }
 
@@ -105,12 +83,7 @@ async fn whole_cluster_restart_keeps_every_acknowledged_write() {
     let leader = cluster.wait_leader(Duration::from_secs(5)).await;
     for i in 0..60 {
         let n = format!("6{i:03}");
-        cluster
-            .registrar(leader)
-            .await
-            .register(register(&n, "d", "sip:x@h"))
-            .await
-            .unwrap();
+        cluster.registrar(leader).await.register(register(&n, "d", "sip:x@h")).await.unwrap();
     }
     for id in 1..=3 {
         cluster.stop_node(id).await;

@@ -29,21 +29,11 @@ async fn cas_conflict_is_failed_precondition() {
         state: "ringing".into(),
         expected_version: v,
     };
-    let ok = calls
-        .update_call(update(1))
-        .await
-        .expect("cas at v1")
-        .into_inner()
-        .call
-        .unwrap();
+    let ok = calls.update_call(update(1)).await.expect("cas at v1").into_inner().call.unwrap();
     assert_eq!((ok.state.as_str(), ok.version), ("ringing", 2));
     let err = calls.update_call(update(1)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-    assert!(
-        err.message().contains("expected 1, found 2"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("expected 1, found 2"), "{}", err.message());
     cluster.shutdown().await;
 }
 
@@ -56,38 +46,23 @@ async fn malformed_requests_are_invalid_argument() {
         register("12ab", "d", "sip:x@h"),
         register("1000", "d", ""),
         register("1000", "d", "sip:x@h\r\nVia: evil"),
-        pb::RegisterRequest {
-            q: 5000,
-            ..register("1000", "d", "sip:x@h")
-        },
+        pb::RegisterRequest { q: 5000, ..register("1000", "d", "sip:x@h") },
     ] {
         let err = reg.register(bad.clone()).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}: {err:?}");
     }
     let err = reg
-        .lookup(pb::LookupRequest {
-            number: "not a number".into(),
-            consistency: 0,
-        })
+        .lookup(pb::LookupRequest { number: "not a number".into(), consistency: 0 })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    let err = reg
-        .lookup(pb::LookupRequest {
-            number: "1000".into(),
-            consistency: 7,
-        })
-        .await
-        .unwrap_err();
+    let err =
+        reg.lookup(pb::LookupRequest { number: "1000".into(), consistency: 7 }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let err = cluster
         .router(2)
         .await
-        .route(pb::RouteRequest {
-            digits: "".into(),
-            origin_node: 0,
-            consistency: 0,
-        })
+        .route(pb::RouteRequest { digits: "".into(), origin_node: 0, consistency: 0 })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -106,11 +81,7 @@ async fn malformed_requests_are_invalid_argument() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(
-        err.message().contains("@ only at the end"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("@ only at the end"), "{}", err.message());
     let err = cluster
         .calls(1)
         .await
@@ -137,10 +108,7 @@ async fn malformed_requests_are_invalid_argument() {
     let err = cluster
         .calls(1)
         .await
-        .get_call(pb::GetCallRequest {
-            call_id: "nope".into(),
-            consistency: 0,
-        })
+        .get_call(pb::GetCallRequest { call_id: "nope".into(), consistency: 0 })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -154,11 +122,7 @@ async fn corrupted_data_directory_refuses_to_start() {
     let data = dir.path().join("node1");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("db"), vec![0xA5u8; 4096]).unwrap();
-    std::fs::write(
-        data.join("conf"),
-        b"this is not a sled configuration file at all",
-    )
-    .unwrap();
+    std::fs::write(data.join("conf"), b"this is not a sled configuration file at all").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = test_config(1, addr, data.clone());
@@ -171,14 +135,8 @@ async fn corrupted_data_directory_refuses_to_start() {
     .expect("refuses promptly instead of hanging");
     let err = result.expect_err("must not start on a corrupted data directory");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&data.display().to_string()),
-        "names the directory: {msg}"
-    );
-    assert!(
-        matches!(err, switchboard::RunError::Storage { .. }),
-        "{err:?}"
-    );
+    assert!(msg.contains(&data.display().to_string()), "names the directory: {msg}");
+    assert!(matches!(err, switchboard::RunError::Storage { .. }), "{err:?}");
     // Nothing was reset: the garbage is still there for the operator to inspect.
     assert_eq!(std::fs::read(data.join("db")).unwrap(), vec![0xA5u8; 4096]);
 }

@@ -26,10 +26,9 @@ fn call_response(w: Written) -> Result<Response<pb::CallResponse>, Status> {
     match &w.outcome {
         Outcome::CallStarted(c)
         | Outcome::CallUpdated(c)
-        | Outcome::CallReleased { call: c, .. } => Ok(Response::new(pb::CallResponse {
-            call: Some(call(c)),
-            meta: meta(&w),
-        })),
+        | Outcome::CallReleased { call: c, .. } => {
+            Ok(Response::new(pb::CallResponse { call: Some(call(c)), meta: meta(&w) }))
+        }
         other => Err(unexpected(other)),
     }
 }
@@ -87,10 +86,7 @@ impl Calls for CallsService {
         self.node.read_barrier(consistency(r.consistency)?).await?;
         let found = self.node.read(|s, _| s.calls.get(&r.call_id).map(call));
         match found {
-            Some(c) => Ok(Response::new(pb::CallResponse {
-                call: Some(c),
-                meta: None,
-            })),
+            Some(c) => Ok(Response::new(pb::CallResponse { call: Some(c), meta: None })),
             None => Err(Status::not_found(format!("no call {:?}", r.call_id))),
         }
     }

@@ -35,10 +35,7 @@ pub struct ClusterService {
 impl ClusterService {
     /// Serve cluster administration for `node`.
     pub fn new(node: Node) -> Self {
-        ClusterService {
-            node,
-            changes: Mutex::new(()),
-        }
+        ClusterService { node, changes: Mutex::new(()) }
     }
 
     /// A client to the leader's Cluster service, when this node is not the leader.
@@ -62,29 +59,16 @@ impl ClusterService {
         let membership = m.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let replication = m.replication.clone().unwrap_or_default();
-        let table: BTreeMap<NodeId, &'static str> = self.node.read(|s, _| {
-            s.nodes
-                .iter()
-                .map(|n| (n.id, node_status(n.status)))
-                .collect()
-        });
+        let table: BTreeMap<NodeId, &'static str> =
+            self.node.read(|s, _| s.nodes.iter().map(|n| (n.id, node_status(n.status))).collect());
         let mut members = Vec::new();
         for (id, node) in membership.nodes() {
             let applied = self.poll(*id, &node.addr).await;
             members.push(pb::Member {
                 id: *id,
                 addr: node.addr.clone(),
-                role: if voters.contains(id) {
-                    "voter"
-                } else {
-                    "learner"
-                }
-                .into(),
-                matched_index: replication
-                    .get(id)
-                    .cloned()
-                    .flatten()
-                    .map_or(0, |l| l.index),
+                role: if voters.contains(id) { "voter" } else { "learner" }.into(),
+                matched_index: replication.get(id).cloned().flatten().map_or(0, |l| l.index),
                 lag: applied.map_or(0, |a| last.saturating_sub(a)),
                 status: table.get(id).copied().unwrap_or("unknown").into(),
                 applied_index: applied.unwrap_or(0),
@@ -117,27 +101,16 @@ impl ClusterService {
             return Some(self.node.read(|_, applied| applied));
         }
         let ch = self.node.peers().channel(id, addr).ok()?;
-        let mut req = Request::new(pb::PingRequest {
-            from: self.node.id(),
-        });
+        let mut req = Request::new(pb::PingRequest { from: self.node.id() });
         req.set_timeout(Duration::from_millis(300));
-        RaftClient::new(ch)
-            .ping(req)
-            .await
-            .ok()
-            .map(|r| r.into_inner().applied_index)
+        RaftClient::new(ch).ping(req).await.ok().map(|r| r.into_inner().applied_index)
     }
 
     /// Run a membership change at this node (the leader), retrying while
     /// another change is still in progress.
     async fn change(&self, changes: ChangeMembers<NodeId, BasicNode>) -> Result<(), ApiError> {
         for attempt in 0..50u32 {
-            match self
-                .node
-                .raft()
-                .change_membership(changes.clone(), false)
-                .await
-            {
+            match self.node.raft().change_membership(changes.clone(), false).await {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(_),
@@ -175,9 +148,7 @@ impl Cluster for ClusterService {
             return leader.add_node(r).await;
         }
         let _serial = self.changes.lock().await;
-        let node = BasicNode {
-            addr: r.addr.clone(),
-        };
+        let node = BasicNode { addr: r.addr.clone() };
         // Learner first; `blocking` waits until it has caught up with the log.
         let mut attempt = 0;
         loop {
@@ -192,11 +163,8 @@ impl Cluster for ClusterService {
                 Err(e) => return Err(write_error(e).into()),
             }
         }
-        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])))
-            .await?;
-        Ok(Response::new(pb::AddNodeResponse {
-            status: Some(self.status_here().await),
-        }))
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id]))).await?;
+        Ok(Response::new(pb::AddNodeResponse { status: Some(self.status_here().await) }))
     }
 
     async fn remove_node(
@@ -208,13 +176,7 @@ impl Cluster for ClusterService {
             return leader.remove_node(r).await;
         }
         let _serial = self.changes.lock().await;
-        let m = self
-            .node
-            .raft()
-            .metrics()
-            .borrow()
-            .membership_config
-            .clone();
+        let m = self.node.raft().metrics().borrow().membership_config.clone();
         if m.membership().get_node(&r.id).is_none() {
             return Err(Status::not_found(format!("node {} is not a member", r.id)));
         }
@@ -224,17 +186,13 @@ impl Cluster for ClusterService {
             self.node.write(Command::DrainNode { id: r.id }).await?;
         }
         if m.membership().voter_ids().any(|v| v == r.id) {
-            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([r.id])))
-                .await?;
+            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([r.id]))).await?;
         }
-        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([r.id])))
-            .await?;
+        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([r.id]))).await?;
         if known {
             self.node.write(Command::RemoveNode { id: r.id }).await?;
         }
-        Ok(Response::new(pb::RemoveNodeResponse {
-            status: Some(self.status_here().await),
-        }))
+        Ok(Response::new(pb::RemoveNodeResponse { status: Some(self.status_here().await) }))
     }
 
     async fn drain_node(

@@ -21,18 +21,13 @@ pub fn consistency(c: i32) -> Result<Consistency, ApiError> {
     match pb::Consistency::try_from(c) {
         Ok(pb::Consistency::Unspecified | pb::Consistency::Local) => Ok(Consistency::Local),
         Ok(pb::Consistency::Linearizable) => Ok(Consistency::Linearizable),
-        Err(_) => Err(ApiError::InvalidArgument(format!(
-            "unknown consistency {c}"
-        ))),
+        Err(_) => Err(ApiError::InvalidArgument(format!("unknown consistency {c}"))),
     }
 }
 
 /// Where a write landed.
 pub fn meta(w: &Written) -> Option<pb::WriteMeta> {
-    Some(pb::WriteMeta {
-        index: w.index,
-        leader_id: w.leader_id,
-    })
+    Some(pb::WriteMeta { index: w.index, leader_id: w.leader_id })
 }
 
 /// A binding on the wire.

@@ -26,10 +26,8 @@ impl DialPlan for DialPlanService {
         &self,
         req: Request<pb::PutRouteRequest>,
     ) -> Result<Response<pb::PutRouteResponse>, Status> {
-        let r = req
-            .into_inner()
-            .route
-            .ok_or_else(|| Status::invalid_argument("route is missing"))?;
+        let r =
+            req.into_inner().route.ok_or_else(|| Status::invalid_argument("route is missing"))?;
         let w = self.node.write(Command::PutRoute(route_from(r)?)).await?;
         Ok(Response::new(pb::PutRouteResponse { meta: meta(&w) }))
     }
@@ -38,12 +36,7 @@ impl DialPlan for DialPlanService {
         &self,
         req: Request<pb::DeleteRouteRequest>,
     ) -> Result<Response<pb::DeleteRouteResponse>, Status> {
-        let w = self
-            .node
-            .write(Command::DeleteRoute {
-                pattern: req.into_inner().pattern,
-            })
-            .await?;
+        let w = self.node.write(Command::DeleteRoute { pattern: req.into_inner().pattern }).await?;
         Ok(Response::new(pb::DeleteRouteResponse { meta: meta(&w) }))
     }
 
@@ -51,13 +44,9 @@ impl DialPlan for DialPlanService {
         &self,
         req: Request<pb::ListRoutesRequest>,
     ) -> Result<Response<pb::ListRoutesResponse>, Status> {
-        self.node
-            .read_barrier(consistency(req.into_inner().consistency)?)
-            .await?;
-        Ok(Response::new(self.node.read(|s, _| {
-            pb::ListRoutesResponse {
-                routes: s.dial_plan.iter().map(route).collect(),
-            }
+        self.node.read_barrier(consistency(req.into_inner().consistency)?).await?;
+        Ok(Response::new(self.node.read(|s, _| pb::ListRoutesResponse {
+            routes: s.dial_plan.iter().map(route).collect(),
         })))
     }
 }

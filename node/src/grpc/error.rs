@@ -60,20 +60,10 @@ mod tests {
         assert_eq!(code(ApplyError::Invalid("x".into())), Code::InvalidArgument);
         assert_eq!(code(ApplyError::NotFound("x".into())), Code::NotFound);
         assert_eq!(
-            code(ApplyError::VersionConflict {
-                call_id: "c".into(),
-                expected: 1,
-                actual: 2
-            }),
+            code(ApplyError::VersionConflict { call_id: "c".into(), expected: 1, actual: 2 }),
             Code::FailedPrecondition
         );
-        assert_eq!(
-            code(ApplyError::NoCapacity("x".into())),
-            Code::ResourceExhausted
-        );
-        assert_eq!(
-            code(ApplyError::AlreadyExists("x".into())),
-            Code::AlreadyExists
-        );
+        assert_eq!(code(ApplyError::NoCapacity("x".into())), Code::ResourceExhausted);
+        assert_eq!(code(ApplyError::AlreadyExists("x".into())), Code::AlreadyExists);
     }
 }

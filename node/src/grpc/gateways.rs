@@ -45,12 +45,7 @@ impl Gateways for GatewaysService {
         &self,
         req: Request<pb::DeleteGatewayRequest>,
     ) -> Result<Response<pb::DeleteGatewayResponse>, Status> {
-        let w = self
-            .node
-            .write(Command::DeleteGateway {
-                id: req.into_inner().id,
-            })
-            .await?;
+        let w = self.node.write(Command::DeleteGateway { id: req.into_inner().id }).await?;
         Ok(Response::new(pb::DeleteGatewayResponse { meta: meta(&w) }))
     }
 
@@ -58,17 +53,9 @@ impl Gateways for GatewaysService {
         &self,
         req: Request<pb::ListGatewaysRequest>,
     ) -> Result<Response<pb::ListGatewaysResponse>, Status> {
-        self.node
-            .read_barrier(consistency(req.into_inner().consistency)?)
-            .await?;
-        Ok(Response::new(self.node.read(|s, _| {
-            pb::ListGatewaysResponse {
-                gateways: s
-                    .gateways
-                    .iter()
-                    .map(|g| gateway(g, s.calls.gateway_load(&g.id)))
-                    .collect(),
-            }
+        self.node.read_barrier(consistency(req.into_inner().consistency)?).await?;
+        Ok(Response::new(self.node.read(|s, _| pb::ListGatewaysResponse {
+            gateways: s.gateways.iter().map(|g| gateway(g, s.calls.gateway_load(&g.id))).collect(),
         })))
     }
 
@@ -93,15 +80,9 @@ impl Gateways for GatewaysService {
             return Err(unexpected(&w.outcome));
         };
         // The gateway as this node has applied it (at least up to the write).
-        let gw = self.node.read(|s, _| {
-            s.gateways
-                .get(&r.id)
-                .map(|g| gateway(g, s.calls.gateway_load(&g.id)))
-        });
-        Ok(Response::new(pb::ReportOutcomeResponse {
-            gateway: gw,
-            changed,
-            meta: meta(&w),
-        }))
+        let gw = self
+            .node
+            .read(|s, _| s.gateways.get(&r.id).map(|g| gateway(g, s.calls.gateway_load(&g.id))));
+        Ok(Response::new(pb::ReportOutcomeResponse { gateway: gw, changed, meta: meta(&w) }))
     }
 }

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod convert;
 pub mod dialplan;
 pub mod error;
+pub mod events;
 pub mod gateways;
 pub mod registrar;
 pub mod router;

@@ -41,20 +41,12 @@ impl Registrar for RegistrarService {
         let r = req.into_inner();
         let q = if r.q == 0 { 1000 } else { r.q };
         let command = Command::Register {
-            device_id: if r.device_id.is_empty() {
-                r.contact.clone()
-            } else {
-                r.device_id
-            },
+            device_id: if r.device_id.is_empty() { r.contact.clone() } else { r.device_id },
             number: r.number,
             contact: r.contact,
             device_name: r.device_name,
             mac: r.mac,
-            node: if r.node_id == 0 {
-                self.node.id()
-            } else {
-                r.node_id
-            },
+            node: if r.node_id == 0 { self.node.id() } else { r.node_id },
             q: u16::try_from(q).unwrap_or(u16::MAX),
             ttl_ms: self.ttl_ms(r.expires_s),
         };
@@ -118,12 +110,10 @@ impl Registrar for RegistrarService {
             .map_err(|e| Status::invalid_argument(format!("number: {e}")))?;
         self.node.read_barrier(consistency(r.consistency)?).await?;
         let now = now_ms();
-        Ok(Response::new(self.node.read(|s, applied| {
-            pb::LookupResponse {
-                bindings: lookup(s, &r.number, now).into_iter().map(binding).collect(),
-                known: s.registrations.contains(&r.number),
-                applied_index: applied,
-            }
+        Ok(Response::new(self.node.read(|s, applied| pb::LookupResponse {
+            bindings: lookup(s, &r.number, now).into_iter().map(binding).collect(),
+            known: s.registrations.contains(&r.number),
+            applied_index: applied,
         })))
     }
 

@@ -18,15 +18,15 @@ pub struct RouterService {
     /// Successive requests get successive `spread` values, so that the
     /// weighted choice among equal-priority gateways spreads the load.
     requests: AtomicU64,
+    /// This node's id as a metrics label.
+    node_label: String,
 }
 
 impl RouterService {
     /// Serve routing for `node`.
     pub fn new(node: Node) -> Self {
-        RouterService {
-            node,
-            requests: AtomicU64::new(0),
-        }
+        let node_label = node.id().to_string();
+        RouterService { node, requests: AtomicU64::new(0), node_label }
     }
 }
 
@@ -43,27 +43,26 @@ impl Router for RouterService {
         let spread = self.requests.fetch_add(1, Ordering::Relaxed);
         let ask = RouteRequest {
             digits: &r.digits,
-            origin_node: Some(if r.origin_node == 0 {
-                self.node.id()
-            } else {
-                r.origin_node
-            }),
+            origin_node: Some(if r.origin_node == 0 { self.node.id() } else { r.origin_node }),
             now_ms: now_ms(),
             spread,
         };
         let decision = self.node.read(|s, _| route(s, &ask));
+        let result = match &decision {
+            Decision::Route { .. } => "routed",
+            Decision::Failure { code, .. } => code.label(),
+        };
+        metrics::counter!(
+            "switchboard_route_requests_total",
+            "node" => self.node_label.clone(),
+            "result" => result
+        )
+        .increment(1);
         Ok(Response::new(match decision {
-            Decision::Route {
-                targets,
-                handling_node,
-            } => pb::RouteResponse {
+            Decision::Route { targets, handling_node } => pb::RouteResponse {
                 targets: targets
                     .into_iter()
-                    .map(|t| pb::Target {
-                        uri: t.uri,
-                        kind: target_kind(t.kind).into(),
-                        id: t.id,
-                    })
+                    .map(|t| pb::Target { uri: t.uri, kind: target_kind(t.kind).into(), id: t.id })
                     .collect(),
                 handling_node,
                 failure: None,
@@ -71,10 +70,7 @@ impl Router for RouterService {
             Decision::Failure { code, reason } => pb::RouteResponse {
                 targets: Vec::new(),
                 handling_node: 0,
-                failure: Some(pb::RouteFailure {
-                    code: u32::from(code.code()),
-                    reason,
-                }),
+                failure: Some(pb::RouteFailure { code: u32::from(code.code()), reason }),
             },
         }))
     }

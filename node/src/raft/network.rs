@@ -43,10 +43,7 @@ pub struct Peers {
 impl Peers {
     /// A cache whose channels give up connecting after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Peers {
-            inner: Arc::default(),
-            connect_timeout,
-        }
+        Peers { inner: Arc::default(), connect_timeout }
     }
 
     /// The channel to `id` at `addr` (`host:port`), created lazily on first use.
@@ -130,19 +127,17 @@ impl PeerClient {
         let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(ttl);
-        let reply = call(client, request)
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(
-                    Unreachable::new(&Msg(format!("node {}: {}", self.target, status.message()))),
-                ),
-                _ => RPCError::Network(NetworkError::new(&Msg(format!(
-                    "node {}: {:?}: {}",
-                    self.target,
-                    status.code(),
-                    status.message()
-                )))),
-            })?;
+        let reply = call(client, request).await.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(
+                Unreachable::new(&Msg(format!("node {}: {}", self.target, status.message()))),
+            ),
+            _ => RPCError::Network(NetworkError::new(&Msg(format!(
+                "node {}: {:?}: {}",
+                self.target,
+                status.code(),
+                status.message()
+            )))),
+        })?;
         let result: Result<Resp, E> = codec::decode(&reply.into_inner().data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -155,10 +150,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move {
-            c.append_entries(r).await
-        })
-        .await
+        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move { c.append_entries(r).await }).await
     }
 
     async fn install_snapshot(
@@ -169,10 +161,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move {
-            c.install_snapshot(r).await
-        })
-        .await
+        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move { c.install_snapshot(r).await })
+            .await
     }
 
     async fn vote(
@@ -180,9 +170,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move {
-            c.vote(r).await
-        })
-        .await
+        self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move { c.vote(r).await }).await
     }
 }

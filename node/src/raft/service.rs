@@ -73,23 +73,14 @@ impl RaftRpc for RaftService {
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         let reply = match self.node.read_index_here().await {
-            Ok(index) => ReadIndexResponse {
-                index,
-                error: String::new(),
-            },
-            Err(e) => ReadIndexResponse {
-                index: 0,
-                error: e.to_string(),
-            },
+            Ok(index) => ReadIndexResponse { index, error: String::new() },
+            Err(e) => ReadIndexResponse { index: 0, error: e.to_string() },
         };
         Ok(Response::new(reply))
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let applied_index = self.node.read(|_, applied| applied);
-        Ok(Response::new(PingResponse {
-            node_id: self.node.id(),
-            applied_index,
-        }))
+        Ok(Response::new(PingResponse { node_id: self.node.id(), applied_index }))
     }
 }

@@ -57,16 +57,7 @@ fn settle(r: Applied) -> Outcome {
 /// proposing, so that malformed requests never reach the log.
 pub fn validate(command: &Command) -> Result<(), ApplyError> {
     match command {
-        Command::Register {
-            number,
-            device_id,
-            contact,
-            device_name,
-            mac,
-            q,
-            ttl_ms,
-            ..
-        } => {
+        Command::Register { number, device_id, contact, device_name, mac, q, ttl_ms, .. } => {
             number_ok(number)?;
             id_ok("device_id", device_id)?;
             text_ok("contact", contact, false)?;
@@ -80,12 +71,7 @@ pub fn validate(command: &Command) -> Result<(), ApplyError> {
             }
             Ok(())
         }
-        Command::Refresh {
-            number,
-            device_id,
-            ttl_ms,
-            ..
-        } => {
+        Command::Refresh { number, device_id, ttl_ms, .. } => {
             number_ok(number)?;
             id_ok("device_id", device_id)?;
             if *ttl_ms == 0 {
@@ -93,19 +79,13 @@ pub fn validate(command: &Command) -> Result<(), ApplyError> {
             }
             Ok(())
         }
-        Command::Unregister {
-            number, device_id, ..
-        } => {
+        Command::Unregister { number, device_id, .. } => {
             number_ok(number)?;
-            device_id
-                .as_deref()
-                .map_or(Ok(()), |d| id_ok("device_id", d))
+            device_id.as_deref().map_or(Ok(()), |d| id_ok("device_id", d))
         }
         Command::PutRoute(route) => route_ok(route),
         Command::DeleteRoute { pattern } => validate_pattern(pattern).map_err(invalid),
-        Command::PutGateway {
-            id, group, address, ..
-        } => {
+        Command::PutGateway { id, group, address, .. } => {
             id_ok("gateway id", id)?;
             id_ok("group", group)?;
             text_ok("address", address, false)
@@ -113,25 +93,14 @@ pub fn validate(command: &Command) -> Result<(), ApplyError> {
         Command::DeleteGateway { id }
         | Command::ReportOutcome { id, .. }
         | Command::ProbeResult { id, .. } => id_ok("gateway id", id),
-        Command::PutNode {
-            id,
-            grpc_addr,
-            sip_addr,
-            ..
-        } => {
+        Command::PutNode { id, grpc_addr, sip_addr, .. } => {
             if *id == 0 {
                 return Err(invalid("node id must be > 0"));
             }
             text_ok("grpc_addr", grpc_addr, false)?;
             text_ok("sip_addr", sip_addr, true)
         }
-        Command::StartCall {
-            call_id,
-            from,
-            to,
-            gateway,
-            ..
-        } => {
+        Command::StartCall { call_id, from, to, gateway, .. } => {
             id_ok("call_id", call_id)?;
             text_ok("from", from, false)?;
             text_ok("to", to, false)?;
@@ -168,16 +137,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
     validate(command)?;
     let now = state.clock_ms;
     match command {
-        Command::Register {
-            number,
-            device_id,
-            contact,
-            device_name,
-            mac,
-            node,
-            q,
-            ttl_ms,
-        } => {
+        Command::Register { number, device_id, contact, device_name, mac, node, q, ttl_ms } => {
             // Generations come from a replicated counter rather than the log
             // index: one batched entry may hold several registrations, and a
             // generation must name exactly one binding.
@@ -193,45 +153,23 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
                 generation: state.generations,
             };
             let replaced = state.registrations.upsert(number, binding.clone());
-            Ok(Outcome::Registered {
-                number: number.clone(),
-                binding,
-                replaced,
-            })
+            Ok(Outcome::Registered { number: number.clone(), binding, replaced })
         }
-        Command::Refresh {
-            number,
-            device_id,
-            generation,
-            ttl_ms,
-        } => {
+        Command::Refresh { number, device_id, generation, ttl_ms } => {
             let missing = || not_found(format!("no live binding of {device_id} under {number}"));
-            let b = state
-                .registrations
-                .get_mut(number, device_id)
-                .ok_or_else(missing)?;
+            let b = state.registrations.get_mut(number, device_id).ok_or_else(missing)?;
             if !b.is_live(now) || generation.is_some_and(|g| g != b.generation) {
                 return Err(missing());
             }
             b.expires_at_ms = now.saturating_add(*ttl_ms);
-            Ok(Outcome::Refreshed {
-                number: number.clone(),
-                binding: b.clone(),
-            })
+            Ok(Outcome::Refreshed { number: number.clone(), binding: b.clone() })
         }
-        Command::Unregister {
-            number,
-            device_id,
-            generation,
-        } => {
+        Command::Unregister { number, device_id, generation } => {
             let removed = state.registrations.remove_where(number, |b| {
                 device_id.as_ref().is_none_or(|d| *d == b.device_id)
                     && generation.is_none_or(|g| g == b.generation)
             });
-            Ok(Outcome::Unregistered {
-                number: number.clone(),
-                removed,
-            })
+            Ok(Outcome::Unregistered { number: number.clone(), removed })
         }
         Command::ExpireBindings => Ok(Outcome::BindingsRemoved {
             removed: state.registrations.remove_all_where(|b| !b.is_live(now)),
@@ -239,25 +177,14 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
 
         Command::PutRoute(route) => {
             state.dial_plan.put(route.clone());
-            Ok(Outcome::RoutePut {
-                pattern: route.pattern.clone(),
-            })
+            Ok(Outcome::RoutePut { pattern: route.pattern.clone() })
         }
         Command::DeleteRoute { pattern } => match state.dial_plan.remove(pattern) {
-            Some(_) => Ok(Outcome::RouteDeleted {
-                pattern: pattern.clone(),
-            }),
+            Some(_) => Ok(Outcome::RouteDeleted { pattern: pattern.clone() }),
             None => Err(not_found(format!("no route with pattern {pattern:?}"))),
         },
 
-        Command::PutGateway {
-            id,
-            group,
-            address,
-            priority,
-            weight,
-            capacity,
-        } => {
+        Command::PutGateway { id, group, address, priority, weight, capacity } => {
             let (status, counters) = match state.gateways.get(id) {
                 Some(g) => (g.status, g.counters),
                 None => (GatewayStatus::InService, GatewayCounters::default()),
@@ -278,11 +205,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
             Some(_) => Ok(Outcome::GatewayDeleted { id: id.clone() }),
             None => Err(not_found(format!("no gateway {id:?}"))),
         },
-        Command::ReportOutcome {
-            id,
-            outcome,
-            retry_after_ms,
-        } => {
+        Command::ReportOutcome { id, outcome, retry_after_ms } => {
             let gw = state.gateways.get_mut(id).ok_or_else(|| no_gateway(id))?;
             let before = gw.status;
             gw.counters.attempts += 1;
@@ -307,11 +230,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
                 changed: gw.status != before,
             })
         }
-        Command::ProbeResult {
-            id,
-            verdict,
-            retry_after_ms,
-        } => {
+        Command::ProbeResult { id, verdict, retry_after_ms } => {
             let gw = state.gateways.get_mut(id).ok_or_else(|| no_gateway(id))?;
             let before = gw.status;
             gw.status = match (verdict, before) {
@@ -332,10 +251,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
                 // a proxy's report runs to its retry time (or an Ok report).
                 (
                     ProbeVerdict::Reachable,
-                    GatewayStatus::OutOfService {
-                        reason: OutOfServiceReason::ProbeFailed,
-                        ..
-                    },
+                    GatewayStatus::OutOfService { reason: OutOfServiceReason::ProbeFailed, .. },
                 ) => GatewayStatus::InService,
                 (ProbeVerdict::Reachable, other) => other,
             };
@@ -346,12 +262,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
             })
         }
 
-        Command::PutNode {
-            id,
-            grpc_addr,
-            sip_addr,
-            capacity,
-        } => {
+        Command::PutNode { id, grpc_addr, sip_addr, capacity } => {
             let status = state.nodes.get(*id).map_or(NodeStatus::Up, |n| n.status);
             state.nodes.put(Node {
                 id: *id,
@@ -379,11 +290,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
             let status = state.nodes.get(*id).map(|n| n.status);
             if let Some(NodeStatus::Down { since_ms }) = status {
                 // Already down: nothing more to do (a retried NodeDown is harmless).
-                return Ok(node_status(
-                    *id,
-                    NodeStatus::Down { since_ms },
-                    Relocated::default(),
-                ));
+                return Ok(node_status(*id, NodeStatus::Down { since_ms }, Relocated::default()));
             }
             let down = NodeStatus::Down { since_ms: now };
             set_status(state, *id, down);
@@ -411,13 +318,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
             Ok(Outcome::PolicySet(*policy))
         }
 
-        Command::StartCall {
-            call_id,
-            from,
-            to,
-            owner,
-            gateway,
-        } => {
+        Command::StartCall { call_id, from, to, owner, gateway } => {
             if state.calls.get(call_id).is_some() {
                 return Err(ApplyError::AlreadyExists(format!("call {call_id:?}")));
             }
@@ -459,11 +360,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
             state.calls.insert(call.clone());
             Ok(Outcome::CallStarted(call))
         }
-        Command::UpdateCall {
-            call_id,
-            state: new_state,
-            expected_version,
-        } => {
+        Command::UpdateCall { call_id, state: new_state, expected_version } => {
             check_version(state, call_id, Some(*expected_version))?;
             if *new_state == CallState::Released {
                 return Ok(release(state, call_id, ReleaseReason::Normal));
@@ -476,10 +373,7 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
             });
             Ok(call.map_or(Outcome::Nothing, Outcome::CallUpdated))
         }
-        Command::EndCall {
-            call_id,
-            expected_version,
-        } => {
+        Command::EndCall { call_id, expected_version } => {
             check_version(state, call_id, *expected_version)?;
             Ok(release(state, call_id, ReleaseReason::Normal))
         }
@@ -527,9 +421,7 @@ fn relocate(state: &mut State, node: NodeId, release_owned: bool) -> Relocated {
         };
         let previous_owner = call.owner;
         if call.owner == node {
-            let standby_up = call
-                .standby
-                .filter(|s| state.nodes.get(*s).is_some_and(Node::is_up));
+            let standby_up = call.standby.filter(|s| state.nodes.get(*s).is_some_and(Node::is_up));
             // Taking over a live call beats dropping it, so capacity is not a
             // reason to refuse here (it is when a call starts).
             let heir = standby_up.or_else(|| most_free_node(state, Some(node), false));
@@ -543,10 +435,7 @@ fn relocate(state: &mut State, node: NodeId, release_owned: bool) -> Relocated {
                         c.clone()
                     });
                     if let Some(call) = moved {
-                        done.moved.push(CallMove {
-                            call,
-                            previous_owner,
-                        });
+                        done.moved.push(CallMove { call, previous_owner });
                     }
                 }
                 _ => {
@@ -566,10 +455,7 @@ fn relocate(state: &mut State, node: NodeId, release_owned: bool) -> Relocated {
                 c.clone()
             });
             if let Some(call) = moved {
-                done.moved.push(CallMove {
-                    call,
-                    previous_owner,
-                });
+                done.moved.push(CallMove { call, previous_owner });
             }
         }
     }
@@ -590,10 +476,7 @@ fn release(state: &mut State, call_id: &str, reason: ReleaseReason) -> Outcome {
 }
 
 fn check_version(state: &State, call_id: &str, expected: Option<u64>) -> Result<(), ApplyError> {
-    let call = state
-        .calls
-        .get(call_id)
-        .ok_or_else(|| not_found(format!("no call {call_id:?}")))?;
+    let call = state.calls.get(call_id).ok_or_else(|| not_found(format!("no call {call_id:?}")))?;
     match expected {
         Some(expected) if expected != call.version => Err(ApplyError::VersionConflict {
             call_id: call_id.to_owned(),
@@ -623,13 +506,7 @@ pub(crate) fn most_free_node(
         .nodes
         .iter()
         .filter(|n| n.is_up() && Some(n.id) != except)
-        .map(|n| {
-            (
-                free_capacity(state, n),
-                state.calls.node_load(n.id).owned,
-                n.id,
-            )
-        })
+        .map(|n| (free_capacity(state, n), state.calls.node_load(n.id).owned, n.id))
         .filter(|(free, _, _)| !need_room || *free > 0)
         .min_by_key(|&(free, owned, id)| (std::cmp::Reverse(free), owned, id))
         .map(|(_, _, id)| id)
@@ -657,10 +534,7 @@ fn node_known(state: &State, id: NodeId) -> Result<(), ApplyError> {
 fn route_ok(route: &Route) -> Result<(), ApplyError> {
     validate_pattern(&route.pattern).map_err(invalid)?;
     if usize::from(route.strip) > MAX_DIGITS {
-        return Err(invalid(format!(
-            "strip {} exceeds {MAX_DIGITS}",
-            route.strip
-        )));
+        return Err(invalid(format!("strip {} exceeds {MAX_DIGITS}", route.strip)));
     }
     if !route.prefix.is_empty() {
         validate_digits(&route.prefix).map_err(|e| invalid(format!("prefix: {e}")))?;
@@ -684,9 +558,7 @@ fn id_ok(what: &str, v: &str) -> Result<(), ApplyError> {
         return Err(invalid(format!("{what} is longer than {MAX_ID_LEN} bytes")));
     }
     if v.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(invalid(format!(
-            "{what} {v:?} contains whitespace or control characters"
-        )));
+        return Err(invalid(format!("{what} {v:?} contains whitespace or control characters")));
     }
     Ok(())
 }
@@ -698,9 +570,7 @@ fn text_ok(what: &str, v: &str, may_be_empty: bool) -> Result<(), ApplyError> {
         return Err(invalid(format!("{what} is empty")));
     }
     if v.len() > MAX_TEXT_LEN {
-        return Err(invalid(format!(
-            "{what} is longer than {MAX_TEXT_LEN} bytes"
-        )));
+        return Err(invalid(format!("{what} is longer than {MAX_TEXT_LEN} bytes")));
     }
     if v.chars().any(char::is_control) {
         return Err(invalid(format!("{what} contains control characters")));

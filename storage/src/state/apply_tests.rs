@@ -14,10 +14,7 @@ struct Replica {
 
 impl Replica {
     fn new() -> Self {
-        Replica {
-            state: State::default(),
-            index: 0,
-        }
+        Replica { state: State::default(), index: 0 }
     }
 
     /// Apply `cmd` as if proposed at `at_ms`.
@@ -40,13 +37,8 @@ impl Replica {
         let mut before = self.state.clone();
         let out = self.at(at_ms, cmd.clone());
         before.clock_ms = self.state.clock_ms;
-        assert_eq!(
-            before, self.state,
-            "{cmd:?} changed the state although it failed"
-        );
-        out.error()
-            .cloned()
-            .unwrap_or_else(|| panic!("{cmd:?} succeeded: {out:?}"))
+        assert_eq!(before, self.state, "{cmd:?} changed the state although it failed");
+        out.error().cloned().unwrap_or_else(|| panic!("{cmd:?} succeeded: {out:?}"))
     }
 
     fn nodes(&mut self, ids: &[NodeId], capacity: u32) {
@@ -120,12 +112,7 @@ fn register_again_replaces_the_device_binding_with_a_new_generation() {
     let mut r = Replica::new();
     let first = registered(&r.ok(0, register("1000", "dev-a", 1, 60_000)));
     let out = r.ok(10, register("1000", "dev-a", 3, 60_000));
-    let Outcome::Registered {
-        binding, replaced, ..
-    } = out
-    else {
-        panic!()
-    };
+    let Outcome::Registered { binding, replaced, .. } = out else { panic!() };
     assert_eq!(replaced, Some(first.clone()));
     assert_eq!(binding.node, 3);
     assert!(binding.generation > first.generation);
@@ -184,10 +171,7 @@ fn register_rejects_malformed_fields() {
     ] {
         assert!(matches!(r.err(0, cmd), ApplyError::Invalid(_)));
     }
-    assert_eq!(
-        r.state.generations, 0,
-        "a refused register must not use a generation"
-    );
+    assert_eq!(r.state.generations, 0, "a refused register must not use a generation");
 }
 
 #[test]
@@ -204,24 +188,12 @@ fn refresh_extends_a_live_binding_only() {
         panic!()
     };
     assert_eq!(binding.expires_at_ms, 1_500);
-    assert_eq!(
-        binding.generation, b.generation,
-        "a refresh keeps the generation"
-    );
+    assert_eq!(binding.generation, b.generation, "a refresh keeps the generation");
     // A refresh naming another generation does not touch the binding.
-    assert!(matches!(
-        r.err(600, refresh(Some(b.generation + 7), 1_000)),
-        ApplyError::NotFound(_)
-    ));
+    assert!(matches!(r.err(600, refresh(Some(b.generation + 7), 1_000)), ApplyError::NotFound(_)));
     // Once expired, a refresh cannot revive it: the device must register again.
-    assert!(matches!(
-        r.err(1_500, refresh(None, 1_000)),
-        ApplyError::NotFound(_)
-    ));
-    assert!(matches!(
-        r.err(1_500, refresh(None, 0)),
-        ApplyError::Invalid(_)
-    ));
+    assert!(matches!(r.err(1_500, refresh(None, 1_000)), ApplyError::NotFound(_)));
+    assert!(matches!(r.err(1_500, refresh(None, 0)), ApplyError::Invalid(_)));
 }
 
 #[test]
@@ -237,47 +209,17 @@ fn unregister_by_device_and_generation() {
             generation: Some(a.generation),
         },
     );
-    assert_eq!(
-        out,
-        Outcome::Unregistered {
-            number: "1000".into(),
-            removed: vec![a]
-        }
-    );
+    assert_eq!(out, Outcome::Unregistered { number: "1000".into(), removed: vec![a] });
     assert_eq!(r.state.registrations.bindings("1000"), std::slice::from_ref(&b));
     // No device, no generation: everything under the number.
-    let out = r.ok(
-        2,
-        Command::Unregister {
-            number: "1000".into(),
-            device_id: None,
-            generation: None,
-        },
-    );
-    assert_eq!(
-        out,
-        Outcome::Unregistered {
-            number: "1000".into(),
-            removed: vec![b]
-        }
-    );
+    let out =
+        r.ok(2, Command::Unregister { number: "1000".into(), device_id: None, generation: None });
+    assert_eq!(out, Outcome::Unregistered { number: "1000".into(), removed: vec![b] });
     assert!(!r.state.registrations.contains("1000"));
     // Unregistering what is not there is a harmless no-op.
-    let out = r.ok(
-        3,
-        Command::Unregister {
-            number: "1000".into(),
-            device_id: None,
-            generation: None,
-        },
-    );
-    assert_eq!(
-        out,
-        Outcome::Unregistered {
-            number: "1000".into(),
-            removed: vec![]
-        }
-    );
+    let out =
+        r.ok(3, Command::Unregister { number: "1000".into(), device_id: None, generation: None });
+    assert_eq!(out, Outcome::Unregistered { number: "1000".into(), removed: vec![] });
 }
 
 /// Seed 002: device 1000 registered at node A moves to node C; A's delete of
@@ -295,13 +237,7 @@ fn seed_002_race_stale_unregister_does_not_remove_the_newer_binding() {
         generation: Some(at_a.generation),
     };
     let out = r.ok(20, stale);
-    assert_eq!(
-        out,
-        Outcome::Unregistered {
-            number: "1000".into(),
-            removed: vec![]
-        }
-    );
+    assert_eq!(out, Outcome::Unregistered { number: "1000".into(), removed: vec![] });
     assert_eq!(lookup(&r.state, "1000", 20), vec![&at_c]);
     assert_eq!(lookup(&r.state, "1000", 20)[0].node, 3);
 }
@@ -318,19 +254,9 @@ fn expired_bindings_are_invisible_then_swept() {
     let out = r.ok(999, Command::ExpireBindings);
     assert_eq!(out, Outcome::BindingsRemoved { removed: vec![] });
     let out = r.ok(1_000, Command::ExpireBindings);
-    assert_eq!(
-        out,
-        Outcome::BindingsRemoved {
-            removed: vec![("1000".into(), short)]
-        }
-    );
+    assert_eq!(out, Outcome::BindingsRemoved { removed: vec![("1000".into(), short)] });
     let out = r.ok(6_000, Command::ExpireBindings);
-    assert_eq!(
-        out,
-        Outcome::BindingsRemoved {
-            removed: vec![("1000".into(), long)]
-        }
-    );
+    assert_eq!(out, Outcome::BindingsRemoved { removed: vec![("1000".into(), long)] });
     assert!(r.state.registrations.is_empty());
 }
 
@@ -361,50 +287,20 @@ fn routes_put_validate_and_delete() {
         strip: 1,
         prefix: "+1".into(),
     };
-    assert_eq!(
-        r.ok(0, Command::PutRoute(route("9@"))),
-        Outcome::RoutePut {
-            pattern: "9@".into()
-        }
-    );
+    assert_eq!(r.ok(0, Command::PutRoute(route("9@"))), Outcome::RoutePut { pattern: "9@".into() });
     assert_eq!(r.state.dial_plan.get("9@"), Some(&route("9@")));
+    assert!(matches!(r.err(0, Command::PutRoute(route("9@9"))), ApplyError::Invalid(_)));
     assert!(matches!(
-        r.err(0, Command::PutRoute(route("9@9"))),
+        r.err(0, Command::PutRoute(Route { prefix: "x".into(), ..route("8@") })),
         ApplyError::Invalid(_)
     ));
     assert!(matches!(
-        r.err(
-            0,
-            Command::PutRoute(Route {
-                prefix: "x".into(),
-                ..route("8@")
-            })
-        ),
+        r.err(0, Command::PutRoute(Route { strip: 200, ..route("8@") })),
         ApplyError::Invalid(_)
     ));
+    r.ok(0, Command::DeleteRoute { pattern: "9@".into() });
     assert!(matches!(
-        r.err(
-            0,
-            Command::PutRoute(Route {
-                strip: 200,
-                ..route("8@")
-            })
-        ),
-        ApplyError::Invalid(_)
-    ));
-    r.ok(
-        0,
-        Command::DeleteRoute {
-            pattern: "9@".into(),
-        },
-    );
-    assert!(matches!(
-        r.err(
-            0,
-            Command::DeleteRoute {
-                pattern: "9@".into()
-            }
-        ),
+        r.err(0, Command::DeleteRoute { pattern: "9@".into() }),
         ApplyError::NotFound(_)
     ));
 }
@@ -425,19 +321,11 @@ fn gateway(id: &str, address: &str, priority: u32, capacity: u32) -> Command {
 }
 
 fn report(id: &str, outcome: ReportedOutcome, retry_after_ms: u64) -> Command {
-    Command::ReportOutcome {
-        id: id.into(),
-        outcome,
-        retry_after_ms,
-    }
+    Command::ReportOutcome { id: id.into(), outcome, retry_after_ms }
 }
 
 fn probe(id: &str, verdict: ProbeVerdict) -> Command {
-    Command::ProbeResult {
-        id: id.into(),
-        verdict,
-        retry_after_ms: 30_000,
-    }
+    Command::ProbeResult { id: id.into(), verdict, retry_after_ms: 30_000 }
 }
 
 #[test]
@@ -448,34 +336,15 @@ fn gateway_put_keeps_status_and_counters() {
     r.ok(0, put_gw("gw1", 5));
     let gw = r.state.gateways.get("gw1").unwrap();
     assert_eq!(gw.priority, 5);
-    assert_eq!(
-        gw.counters,
-        GatewayCounters {
-            attempts: 1,
-            timeouts: 1,
-            failures: 0
-        }
-    );
-    assert!(matches!(
-        gw.status,
-        GatewayStatus::OutOfService {
-            until_ms: 10_000,
-            ..
-        }
-    ));
-    assert!(matches!(
-        r.err(0, gateway("gw2", "", 1, 0)),
-        ApplyError::Invalid(_)
-    ));
+    assert_eq!(gw.counters, GatewayCounters { attempts: 1, timeouts: 1, failures: 0 });
+    assert!(matches!(gw.status, GatewayStatus::OutOfService { until_ms: 10_000, .. }));
+    assert!(matches!(r.err(0, gateway("gw2", "", 1, 0)), ApplyError::Invalid(_)));
     r.ok(0, Command::DeleteGateway { id: "gw1".into() });
     assert!(matches!(
         r.err(0, Command::DeleteGateway { id: "gw1".into() }),
         ApplyError::NotFound(_)
     ));
-    assert!(matches!(
-        r.err(0, report("gw1", ReportedOutcome::Ok, 0)),
-        ApplyError::NotFound(_)
-    ));
+    assert!(matches!(r.err(0, report("gw1", ReportedOutcome::Ok, 0)), ApplyError::NotFound(_)));
 }
 
 #[test]
@@ -483,18 +352,9 @@ fn reported_timeout_takes_a_gateway_out_until_its_retry_time() {
     let mut r = Replica::new();
     r.ok(0, put_gw("gw1", 1));
     let out = r.ok(1_000, report("gw1", ReportedOutcome::Timeout, 30_000));
-    let out_status = GatewayStatus::OutOfService {
-        until_ms: 31_000,
-        reason: OutOfServiceReason::Timeout,
-    };
-    assert_eq!(
-        out,
-        Outcome::GatewayStatus {
-            id: "gw1".into(),
-            status: out_status,
-            changed: true
-        }
-    );
+    let out_status =
+        GatewayStatus::OutOfService { until_ms: 31_000, reason: OutOfServiceReason::Timeout };
+    assert_eq!(out, Outcome::GatewayStatus { id: "gw1".into(), status: out_status, changed: true });
     let gw = r.state.gateways.get("gw1").unwrap();
     assert_eq!(gw.availability(30_999), Availability::Unavailable);
     assert_eq!(gw.availability(31_000), Availability::Retry);
@@ -514,11 +374,7 @@ fn reported_timeout_takes_a_gateway_out_until_its_retry_time() {
     assert!(matches!(out, Outcome::GatewayStatus { changed: false, .. }));
     assert_eq!(
         r.state.gateways.get("gw1").unwrap().counters,
-        GatewayCounters {
-            attempts: 4,
-            timeouts: 1,
-            failures: 1
-        }
+        GatewayCounters { attempts: 4, timeouts: 1, failures: 1 }
     );
 }
 
@@ -555,19 +411,12 @@ fn probe_failure_and_recovery() {
     r.ok(5_000, probe("gw1", ProbeVerdict::Unreachable));
     assert!(matches!(
         r.state.gateways.get("gw1").unwrap().status,
-        GatewayStatus::OutOfService {
-            until_ms: 35_000,
-            ..
-        }
+        GatewayStatus::OutOfService { until_ms: 35_000, .. }
     ));
     let out = r.ok(6_000, probe("gw1", ProbeVerdict::Reachable));
     assert!(matches!(
         out,
-        Outcome::GatewayStatus {
-            status: GatewayStatus::InService,
-            changed: true,
-            ..
-        }
+        Outcome::GatewayStatus { status: GatewayStatus::InService, changed: true, .. }
     ));
 }
 
@@ -582,37 +431,13 @@ fn node_put_keeps_status_and_remove_requires_an_empty_node() {
     r.ok(0, Command::NodeUp { id: 2 });
     r.ok(0, start("c1", Some(1)));
     let e = r.err(0, Command::RemoveNode { id: 2 });
-    assert!(
-        matches!(e, ApplyError::Precondition(_)),
-        "node 2 stands by for c1: {e}"
-    );
-    r.ok(
-        0,
-        Command::EndCall {
-            call_id: "c1".into(),
-            expected_version: None,
-        },
-    );
-    assert_eq!(
-        r.ok(0, Command::RemoveNode { id: 2 }),
-        Outcome::NodeRemoved { id: 2 }
-    );
-    assert!(matches!(
-        r.err(0, Command::RemoveNode { id: 2 }),
-        ApplyError::NotFound(_)
-    ));
-    assert!(matches!(
-        r.err(0, Command::NodeDown { id: 9 }),
-        ApplyError::NotFound(_)
-    ));
-    assert!(matches!(
-        r.err(0, Command::NodeUp { id: 9 }),
-        ApplyError::NotFound(_)
-    ));
-    assert!(matches!(
-        r.err(0, Command::DrainNode { id: 9 }),
-        ApplyError::NotFound(_)
-    ));
+    assert!(matches!(e, ApplyError::Precondition(_)), "node 2 stands by for c1: {e}");
+    r.ok(0, Command::EndCall { call_id: "c1".into(), expected_version: None });
+    assert_eq!(r.ok(0, Command::RemoveNode { id: 2 }), Outcome::NodeRemoved { id: 2 });
+    assert!(matches!(r.err(0, Command::RemoveNode { id: 2 }), ApplyError::NotFound(_)));
+    assert!(matches!(r.err(0, Command::NodeDown { id: 9 }), ApplyError::NotFound(_)));
+    assert!(matches!(r.err(0, Command::NodeUp { id: 9 }), ApplyError::NotFound(_)));
+    assert!(matches!(r.err(0, Command::DrainNode { id: 9 }), ApplyError::NotFound(_)));
 }
 
 #[test]
@@ -621,36 +446,16 @@ fn start_call_picks_owner_by_free_capacity_and_a_distinct_standby() {
     r.ok(0, put_node(1, 2));
     r.ok(0, put_node(2, 5));
     r.ok(0, put_node(3, 5));
-    let Outcome::CallStarted(c) = r.ok(7, start("c1", None)) else {
-        panic!()
-    };
+    let Outcome::CallStarted(c) = r.ok(7, start("c1", None)) else { panic!() };
     // Nodes 2 and 3 have 5 free; tie -> lower id.
     assert_eq!(c.owner, 2);
-    assert_eq!(
-        c.standby,
-        Some(1),
-        "stand-by: least stand-by duty, then least owned, then id"
-    );
-    assert_eq!(
-        (c.version, c.state, c.started_at_ms),
-        (1, CallState::Setup, 7)
-    );
-    let Outcome::CallStarted(c) = r.ok(7, start("c2", None)) else {
-        panic!()
-    };
+    assert_eq!(c.standby, Some(1), "stand-by: least stand-by duty, then least owned, then id");
+    assert_eq!((c.version, c.state, c.started_at_ms), (1, CallState::Setup, 7));
+    let Outcome::CallStarted(c) = r.ok(7, start("c2", None)) else { panic!() };
     assert_eq!(c.owner, 3);
     assert_ne!(c.standby, Some(3));
-    assert_eq!(
-        r.state.calls.node_load(1),
-        NodeLoad {
-            owned: 0,
-            standby: 1
-        }
-    );
-    assert!(matches!(
-        r.err(7, start("c2", None)),
-        ApplyError::AlreadyExists(_)
-    ));
+    assert_eq!(r.state.calls.node_load(1), NodeLoad { owned: 0, standby: 1 });
+    assert!(matches!(r.err(7, start("c2", None)), ApplyError::AlreadyExists(_)));
 }
 
 #[test]
@@ -659,25 +464,13 @@ fn start_call_respects_capacity_and_liveness() {
     r.ok(0, put_node(1, 1));
     r.ok(0, put_node(2, 1));
     r.ok(0, start("c1", Some(1)));
-    assert!(matches!(
-        r.err(0, start("c2", Some(1))),
-        ApplyError::NoCapacity(_)
-    ));
-    assert!(matches!(
-        r.err(0, start("c2", Some(9))),
-        ApplyError::NotFound(_)
-    ));
+    assert!(matches!(r.err(0, start("c2", Some(1))), ApplyError::NoCapacity(_)));
+    assert!(matches!(r.err(0, start("c2", Some(9))), ApplyError::NotFound(_)));
     r.ok(0, start("c2", None));
     assert_eq!(r.state.calls.get("c2").unwrap().owner, 2);
-    assert!(matches!(
-        r.err(0, start("c3", None)),
-        ApplyError::NoCapacity(_)
-    ));
+    assert!(matches!(r.err(0, start("c3", None)), ApplyError::NoCapacity(_)));
     r.ok(0, Command::DrainNode { id: 2 });
-    assert!(matches!(
-        r.err(0, start("c3", Some(2))),
-        ApplyError::Precondition(_)
-    ));
+    assert!(matches!(r.err(0, start("c3", Some(2))), ApplyError::Precondition(_)));
     // Gateway capacity.
     r.ok(0, put_node(3, 0));
     r.ok(0, gateway("gw1", "gw1.example:5060", 1, 1));
@@ -716,44 +509,18 @@ fn call_updates_are_compare_and_set() {
         state,
         expected_version,
     };
-    let Outcome::CallUpdated(c) = r.ok(5, update(CallState::Ringing, 1)) else {
-        panic!()
-    };
-    assert_eq!(
-        (c.state, c.version, c.updated_at_ms),
-        (CallState::Ringing, 2, 5)
-    );
+    let Outcome::CallUpdated(c) = r.ok(5, update(CallState::Ringing, 1)) else { panic!() };
+    assert_eq!((c.state, c.version, c.updated_at_ms), (CallState::Ringing, 2, 5));
     let e = r.err(6, update(CallState::Connected, 1));
-    assert_eq!(
-        e,
-        ApplyError::VersionConflict {
-            call_id: "c1".into(),
-            expected: 1,
-            actual: 2
-        }
-    );
+    assert_eq!(e, ApplyError::VersionConflict { call_id: "c1".into(), expected: 1, actual: 2 });
     r.ok(6, update(CallState::Connected, 2));
-    let e = r.err(
-        7,
-        Command::EndCall {
-            call_id: "c1".into(),
-            expected_version: Some(2),
-        },
-    );
+    let e = r.err(7, Command::EndCall { call_id: "c1".into(), expected_version: Some(2) });
     assert!(matches!(e, ApplyError::VersionConflict { actual: 3, .. }));
     let out = r.ok(7, update(CallState::Released, 3));
-    let Outcome::CallReleased { call, reason } = out else {
-        panic!()
-    };
-    assert_eq!(
-        (call.state, call.version, reason),
-        (CallState::Released, 4, ReleaseReason::Normal)
-    );
+    let Outcome::CallReleased { call, reason } = out else { panic!() };
+    assert_eq!((call.state, call.version, reason), (CallState::Released, 4, ReleaseReason::Normal));
     assert!(r.state.calls.is_empty());
-    assert!(matches!(
-        r.err(8, update(CallState::Held, 4)),
-        ApplyError::NotFound(_)
-    ));
+    assert!(matches!(r.err(8, update(CallState::Held, 4)), ApplyError::NotFound(_)));
 }
 
 /// Three nodes, calls owned by node 1: NodeDown under the hot policy moves
@@ -775,21 +542,9 @@ fn node_down_hot_moves_calls_to_their_standby() {
         },
     );
     let standby_before: Vec<_> = r.state.calls.iter().map(|c| c.standby).collect();
-    assert_eq!(
-        standby_before,
-        vec![Some(2), Some(3), Some(2), Some(3)],
-        "stand-by spreads"
-    );
+    assert_eq!(standby_before, vec![Some(2), Some(3), Some(2), Some(3)], "stand-by spreads");
     let out = r.ok(100, Command::NodeDown { id: 1 });
-    let Outcome::NodeStatus {
-        status,
-        moved,
-        released,
-        ..
-    } = out
-    else {
-        panic!()
-    };
+    let Outcome::NodeStatus { status, moved, released, .. } = out else { panic!() };
     assert_eq!(status, NodeStatus::Down { since_ms: 100 });
     assert!(released.is_empty());
     assert_eq!(moved.len(), 4);
@@ -799,11 +554,7 @@ fn node_down_hot_moves_calls_to_their_standby() {
         assert!(m.call.standby.is_some() && m.call.standby != Some(1));
     }
     let a = r.state.calls.get("a").unwrap();
-    assert_eq!(
-        (a.state, a.version),
-        (CallState::Connected, 2),
-        "state and version kept"
-    );
+    assert_eq!((a.state, a.version), (CallState::Connected, 2), "state and version kept");
     // The node comes back: it takes no calls back.
     r.ok(200, Command::NodeUp { id: 1 });
     assert!(r.state.calls.iter().all(|c| c.owner != 1));
@@ -830,12 +581,7 @@ fn node_down_cold_releases_owned_calls_and_reassigns_standby_duty() {
     r.ok(0, start("stood", Some(3)));
     assert_eq!(r.state.calls.get("stood").unwrap().standby, Some(1));
     let out = r.ok(50, Command::NodeDown { id: 1 });
-    let Outcome::NodeStatus {
-        moved, released, ..
-    } = out
-    else {
-        panic!()
-    };
+    let Outcome::NodeStatus { moved, released, .. } = out else { panic!() };
     assert_eq!(released.len(), 1);
     assert_eq!(released[0].call_id, "owned");
     assert_eq!(released[0].state, CallState::Released);
@@ -850,10 +596,7 @@ fn node_down_without_survivors_releases_with_owner_failed() {
     r.nodes(&[1], 0);
     r.ok(0, start("lonely", Some(1)));
     assert_eq!(r.state.calls.get("lonely").unwrap().standby, None);
-    let Outcome::NodeStatus {
-        released, moved, ..
-    } = r.ok(1, Command::NodeDown { id: 1 })
-    else {
+    let Outcome::NodeStatus { released, moved, .. } = r.ok(1, Command::NodeDown { id: 1 }) else {
         panic!()
     };
     assert!(moved.is_empty());
@@ -914,12 +657,7 @@ fn drain_moves_calls_even_under_the_cold_policy() {
         }),
     );
     r.ok(0, start("a", Some(1)));
-    let Outcome::NodeStatus {
-        status,
-        moved,
-        released,
-        ..
-    } = r.ok(0, Command::DrainNode { id: 1 })
+    let Outcome::NodeStatus { status, moved, released, .. } = r.ok(0, Command::DrainNode { id: 1 })
     else {
         panic!()
     };
@@ -928,9 +666,7 @@ fn drain_moves_calls_even_under_the_cold_policy() {
     assert_eq!(moved[0].call.owner, 2);
     assert_eq!(moved[0].call.standby, Some(3));
     // A draining node is neither owner nor stand-by for new calls.
-    let Outcome::CallStarted(c) = r.ok(0, start("b", None)) else {
-        panic!()
-    };
+    let Outcome::CallStarted(c) = r.ok(0, start("b", None)) else { panic!() };
     assert_ne!(c.owner, 1);
     assert_ne!(c.standby, Some(1));
 }
@@ -942,9 +678,7 @@ fn batch_applies_each_command_and_reports_each_outcome() {
         0,
         Command::Batch(vec![
             register("1000", "a", 1, 60_000),
-            Command::DeleteRoute {
-                pattern: "1234".into(),
-            },
+            Command::DeleteRoute { pattern: "1234".into() },
             Command::Batch(vec![]),
             register("1000", "a", 2, 60_000),
         ]),
@@ -955,10 +689,7 @@ fn batch_applies_each_command_and_reports_each_outcome() {
     assert!(matches!(outs[1], Outcome::Error(ApplyError::NotFound(_))));
     assert!(matches!(outs[2], Outcome::Error(ApplyError::Invalid(_))));
     let second = registered(&outs[3]);
-    assert_ne!(
-        first.generation, second.generation,
-        "one entry, two distinct generations"
-    );
+    assert_ne!(first.generation, second.generation, "one entry, two distinct generations");
     let too_big = Command::Batch(vec![Command::ExpireBindings; MAX_BATCH + 1]);
     assert!(matches!(r.err(0, too_big), ApplyError::Invalid(_)));
 }
@@ -966,10 +697,7 @@ fn batch_applies_each_command_and_reports_each_outcome() {
 #[test]
 fn set_policy_is_recorded() {
     let mut r = Replica::new();
-    let p = Policy {
-        takeover: Takeover::Cold,
-        purge_registrations_on_node_down: false,
-    };
+    let p = Policy { takeover: Takeover::Cold, purge_registrations_on_node_down: false };
     assert_eq!(r.ok(0, Command::SetPolicy(p)), Outcome::PolicySet(p));
     assert_eq!(r.state.policy, p);
 }

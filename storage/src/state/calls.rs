@@ -148,10 +148,7 @@ impl Calls {
         fn bump(v: &mut u32, delta: i32) {
             *v = v.saturating_add_signed(delta);
         }
-        bump(
-            &mut self.node_load.entry(call.owner).or_default().owned,
-            delta,
-        );
+        bump(&mut self.node_load.entry(call.owner).or_default().owned, delta);
         if let Some(s) = call.standby {
             bump(&mut self.node_load.entry(s).or_default().standby, delta);
         }
@@ -172,10 +169,7 @@ impl Calls {
             fresh.count(c, 1);
         }
         if fresh.node_load != self.node_load {
-            return Err(format!(
-                "node load {:?} != recount {:?}",
-                self.node_load, fresh.node_load
-            ));
+            return Err(format!("node load {:?} != recount {:?}", self.node_load, fresh.node_load));
         }
         if fresh.gateway_load != self.gateway_load {
             return Err(format!(
@@ -185,10 +179,7 @@ impl Calls {
         }
         for c in self.by_id.values() {
             if c.standby == Some(c.owner) {
-                return Err(format!(
-                    "call {} has its owner as stand-by: {c:?}",
-                    c.call_id
-                ));
+                return Err(format!("call {} has its owner as stand-by: {c:?}", c.call_id));
             }
         }
         Ok(())

@@ -47,9 +47,7 @@ impl Route {
     /// The digits the target sees: `digits` minus `strip` leading characters,
     /// with `prefix` in front.
     pub fn manipulate(&self, digits: &str) -> String {
-        let rest = digits
-            .get(usize::from(self.strip).min(digits.len())..)
-            .unwrap_or("");
+        let rest = digits.get(usize::from(self.strip).min(digits.len())..).unwrap_or("");
         let mut out = String::with_capacity(self.prefix.len() + rest.len());
         out.push_str(&self.prefix);
         out.push_str(rest);
@@ -71,10 +69,7 @@ pub fn validate_digits(digits: &str) -> Result<(), String> {
         return Err(format!("digits longer than {MAX_DIGITS} characters"));
     }
     match digits.bytes().find(|c| !is_dial_char(*c)) {
-        Some(c) => Err(format!(
-            "digits {digits:?} contain {:?}; allowed: 0-9 * # +",
-            c as char
-        )),
+        Some(c) => Err(format!("digits {digits:?} contain {:?}; allowed: 0-9 * # +", c as char)),
         None => Ok(()),
     }
 }
@@ -109,11 +104,7 @@ pub fn matches(pattern: &str, digits: &str) -> bool {
         None => (pattern.as_bytes(), false),
     };
     let d = digits.as_bytes();
-    let len_ok = if open {
-        d.len() > body.len()
-    } else {
-        d.len() == body.len()
-    };
+    let len_ok = if open { d.len() > body.len() } else { d.len() == body.len() };
     len_ok
         && body.iter().zip(d).all(|(&p, &c)| match p {
             b'X' => c.is_ascii_digit(),
@@ -132,9 +123,7 @@ fn specificity(route: &Route) -> (std::cmp::Reverse<usize>, bool, usize, u32) {
 
 /// Order routes most specific first (see the module docs).
 pub fn more_specific(a: &Route, b: &Route) -> Ordering {
-    specificity(a)
-        .cmp(&specificity(b))
-        .then_with(|| a.pattern.cmp(&b.pattern))
+    specificity(a).cmp(&specificity(b)).then_with(|| a.pattern.cmp(&b.pattern))
 }
 
 /// The dial plan: pattern -> route.
@@ -215,13 +204,7 @@ mod tests {
     #[test]
     fn most_specific_route_wins() {
         let mut plan = DialPlan::default();
-        for (p, prio) in [
-            ("9@", 10),
-            ("95@", 10),
-            ("9XXX", 10),
-            ("955X", 20),
-            ("955@", 5),
-        ] {
+        for (p, prio) in [("9@", 10), ("95@", 10), ("9XXX", 10), ("955X", 20), ("955@", 5)] {
             plan.put(route(p, prio));
         }
         // Longest literal prefix first: 955X and 955@ both have 3; closed beats open.
@@ -250,17 +233,9 @@ mod tests {
 
     #[test]
     fn manipulation_strips_then_prefixes() {
-        let r = Route {
-            strip: 1,
-            prefix: "+1".into(),
-            ..route("9@", 0)
-        };
+        let r = Route { strip: 1, prefix: "+1".into(), ..route("9@", 0) };
         assert_eq!(r.manipulate("95551234"), "+15551234");
-        let r = Route {
-            strip: 200,
-            prefix: "0".into(),
-            ..route("9@", 0)
-        };
+        let r = Route { strip: 200, prefix: "0".into(), ..route("9@", 0) };
         assert_eq!(r.manipulate("95"), "0");
     }
 }

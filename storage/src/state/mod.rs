@@ -16,6 +16,7 @@ pub mod apply;
 pub mod calls;
 pub mod command;
 pub mod dialplan;
+pub mod events;
 pub mod gateways;
 pub mod nodes;
 pub mod registrations;
@@ -44,10 +45,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            takeover: Takeover::Hot,
-            purge_registrations_on_node_down: true,
-        }
+        Policy { takeover: Takeover::Hot, purge_registrations_on_node_down: true }
     }
 }
 

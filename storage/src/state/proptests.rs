@@ -61,36 +61,20 @@ fn simple_command() -> BoxedStrategy<Command> {
                 ttl_ms,
             }
         ),
-        (
-            number(),
-            device(),
-            proptest::option::of(0u64..20),
-            0u64..5_000
-        )
-            .prop_map(|(number, device_id, generation, ttl_ms)| Command::Refresh {
+        (number(), device(), proptest::option::of(0u64..20), 0u64..5_000).prop_map(
+            |(number, device_id, generation, ttl_ms)| Command::Refresh {
                 number,
                 device_id,
                 generation,
                 ttl_ms
-            }),
-        (
-            number(),
-            proptest::option::of(device()),
-            proptest::option::of(0u64..20)
-        )
-            .prop_map(|(number, device_id, generation)| Command::Unregister {
-                number,
-                device_id,
-                generation
-            }),
+            }
+        ),
+        (number(), proptest::option::of(device()), proptest::option::of(0u64..20)).prop_map(
+            |(number, device_id, generation)| Command::Unregister { number, device_id, generation }
+        ),
         Just(Command::ExpireBindings),
-        (
-            pick(&["1XXX", "9@", "2000", "@", "9X@"]),
-            0u32..3,
-            proptest::bool::ANY,
-            0u8..3
-        )
-            .prop_map(|(pattern, priority, registered, strip)| {
+        (pick(&["1XXX", "9@", "2000", "@", "9X@"]), 0u32..3, proptest::bool::ANY, 0u8..3).prop_map(
+            |(pattern, priority, registered, strip)| {
                 Command::PutRoute(Route {
                     pattern,
                     priority,
@@ -102,25 +86,19 @@ fn simple_command() -> BoxedStrategy<Command> {
                     strip,
                     prefix: String::new(),
                 })
-            }),
+            }
+        ),
         pick(&["1XXX", "9@"]).prop_map(|pattern| Command::DeleteRoute { pattern }),
-        (
-            gateway_id(),
-            pick(&["pstn", "intl"]),
-            0u32..3,
-            0u32..20,
-            0u32..3
-        )
-            .prop_map(
-                |(id, group, priority, weight, capacity)| Command::PutGateway {
-                    address: format!("{id}.example:5060"),
-                    id,
-                    group,
-                    priority,
-                    weight,
-                    capacity,
-                }
-            ),
+        (gateway_id(), pick(&["pstn", "intl"]), 0u32..3, 0u32..20, 0u32..3).prop_map(
+            |(id, group, priority, weight, capacity)| Command::PutGateway {
+                address: format!("{id}.example:5060"),
+                id,
+                group,
+                priority,
+                weight,
+                capacity,
+            }
+        ),
         gateway_id().prop_map(|id| Command::DeleteGateway { id }),
         (
             gateway_id(),
@@ -138,10 +116,7 @@ fn simple_command() -> BoxedStrategy<Command> {
             }),
         (
             gateway_id(),
-            prop_oneof![
-                Just(ProbeVerdict::Reachable),
-                Just(ProbeVerdict::Unreachable)
-            ],
+            prop_oneof![Just(ProbeVerdict::Reachable), Just(ProbeVerdict::Unreachable)],
             0u64..5_000
         )
             .prop_map(|(id, verdict, retry_after_ms)| Command::ProbeResult {
@@ -165,30 +140,20 @@ fn simple_command() -> BoxedStrategy<Command> {
                 purge_registrations_on_node_down: purge,
             })
         }),
-        (
-            call_id(),
-            proptest::option::of(node_id()),
-            proptest::option::of(gateway_id())
-        )
-            .prop_map(|(call_id, owner, gateway)| Command::StartCall {
+        (call_id(), proptest::option::of(node_id()), proptest::option::of(gateway_id())).prop_map(
+            |(call_id, owner, gateway)| Command::StartCall {
                 call_id,
                 from: "1000".into(),
                 to: "2000".into(),
                 owner,
                 gateway,
-            }),
-        (call_id(), call_state(), 0u64..5).prop_map(|(call_id, state, expected_version)| {
-            Command::UpdateCall {
-                call_id,
-                state,
-                expected_version,
             }
+        ),
+        (call_id(), call_state(), 0u64..5).prop_map(|(call_id, state, expected_version)| {
+            Command::UpdateCall { call_id, state, expected_version }
         }),
         (call_id(), proptest::option::of(0u64..5)).prop_map(|(call_id, expected_version)| {
-            Command::EndCall {
-                call_id,
-                expected_version,
-            }
+            Command::EndCall { call_id, expected_version }
         }),
     ]
     .boxed()

@@ -57,9 +57,7 @@ impl Registrations {
 
     /// Every (number, bindings) pair, in number order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[Binding])> {
-        self.by_number
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
+        self.by_number.iter().map(|(n, b)| (n.as_str(), b.as_slice()))
     }
 
     /// Number of numbers with at least one binding.
@@ -87,9 +85,7 @@ impl Registrations {
     /// The binding of `device_id` under `number`, mutable.
     pub(crate) fn get_mut(&mut self, number: &str, device_id: &str) -> Option<&mut Binding> {
         let list = self.by_number.get_mut(number)?;
-        let i = list
-            .binary_search_by(|b| b.device_id.as_str().cmp(device_id))
-            .ok()?;
+        let i = list.binary_search_by(|b| b.device_id.as_str().cmp(device_id)).ok()?;
         Some(&mut list[i])
     }
 

@@ -17,16 +17,10 @@ use super::{NodeId, State};
 /// The live bindings of `number` at `now_ms`, best first: higher q, then the
 /// newest registration, then device id.
 pub fn lookup<'a>(state: &'a State, number: &str, now_ms: u64) -> Vec<&'a Binding> {
-    let mut live: Vec<&Binding> = state
-        .registrations
-        .bindings(number)
-        .iter()
-        .filter(|b| b.is_live(now_ms))
-        .collect();
+    let mut live: Vec<&Binding> =
+        state.registrations.bindings(number).iter().filter(|b| b.is_live(now_ms)).collect();
     live.sort_by(|a, b| {
-        b.q.cmp(&a.q)
-            .then(b.generation.cmp(&a.generation))
-            .then(a.device_id.cmp(&b.device_id))
+        b.q.cmp(&a.q).then(b.generation.cmp(&a.generation)).then(a.device_id.cmp(&b.device_id))
     });
     live
 }
@@ -80,6 +74,16 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
+    /// A short label for metrics: the code as text.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureCode::BadRequest => "400",
+            FailureCode::NotFound => "404",
+            FailureCode::TemporarilyUnavailable => "480",
+            FailureCode::ServiceUnavailable => "503",
+        }
+    }
+
     /// The SIP status code.
     pub fn code(self) -> u16 {
         match self {
@@ -111,10 +115,7 @@ pub enum Decision {
 }
 
 fn fail(code: FailureCode, reason: impl Into<String>) -> Decision {
-    Decision::Failure {
-        code,
-        reason: reason.into(),
-    }
+    Decision::Failure { code, reason: reason.into() }
 }
 
 /// Route dialled digits: the most specific dial-plan match gives the target
@@ -125,10 +126,7 @@ pub fn route(state: &State, req: &RouteRequest<'_>) -> Decision {
         return fail(FailureCode::BadRequest, e);
     }
     let Some(rule) = state.dial_plan.best_match(req.digits) else {
-        return fail(
-            FailureCode::NotFound,
-            format!("no dial-plan route matches {}", req.digits),
-        );
+        return fail(FailureCode::NotFound, format!("no dial-plan route matches {}", req.digits));
     };
     let digits = rule.manipulate(req.digits);
     let targets = match &rule.target {
@@ -171,14 +169,8 @@ pub fn route(state: &State, req: &RouteRequest<'_>) -> Decision {
         }
     };
     match handling_node(state, req.origin_node) {
-        Some(handling_node) => Decision::Route {
-            targets,
-            handling_node,
-        },
-        None => fail(
-            FailureCode::ServiceUnavailable,
-            "no live node has room for the call",
-        ),
+        Some(handling_node) => Decision::Route { targets, handling_node },
+        None => fail(FailureCode::ServiceUnavailable, "no live node has room for the call"),
     }
 }
 
@@ -215,15 +207,11 @@ pub fn gateway_order<'a>(
         .collect();
     offer.sort_by(|(a1, g1), (a2, g2)| (a1, g1.priority, &g1.id).cmp(&(a2, g2.priority, &g2.id)));
     let mut out: Vec<&Gateway> = Vec::with_capacity(offer.len());
-    for (tier_no, tier) in offer
-        .chunk_by(|(a1, g1), (a2, g2)| (a1, g1.priority) == (a2, g2.priority))
-        .enumerate()
+    for (tier_no, tier) in
+        offer.chunk_by(|(a1, g1), (a2, g2)| (a1, g1.priority) == (a2, g2.priority)).enumerate()
     {
         let mut tier: Vec<&Gateway> = tier.iter().map(|(_, g)| *g).collect();
-        weighted_shuffle(
-            &mut tier,
-            spread ^ (tier_no as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        weighted_shuffle(&mut tier, spread ^ (tier_no as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         out.extend(tier);
     }
     out
@@ -279,10 +267,7 @@ mod tests {
 
     impl World {
         fn new(nodes: &[(NodeId, u32)]) -> Self {
-            let mut w = World {
-                state: State::default(),
-                index: 0,
-            };
+            let mut w = World { state: State::default(), index: 0 };
             for &(id, capacity) in nodes {
                 w.run(Command::PutNode {
                     id,
@@ -326,24 +311,11 @@ mod tests {
         }
 
         fn ask(&self, digits: &str, origin: Option<NodeId>, now_ms: u64) -> Decision {
-            route(
-                &self.state,
-                &RouteRequest {
-                    digits,
-                    origin_node: origin,
-                    now_ms,
-                    spread: 0,
-                },
-            )
+            route(&self.state, &RouteRequest { digits, origin_node: origin, now_ms, spread: 0 })
         }
 
         fn ids(&self, digits: &str, now_ms: u64, spread: u64) -> Vec<String> {
-            let req = RouteRequest {
-                digits,
-                origin_node: Some(1),
-                now_ms,
-                spread,
-            };
+            let req = RouteRequest { digits, origin_node: Some(1), now_ms, spread };
             match route(&self.state, &req) {
                 Decision::Route { targets, .. } => targets.into_iter().map(|t| t.id).collect(),
                 Decision::Failure { code, reason } => panic!("{code:?}: {reason}"),
@@ -399,22 +371,12 @@ mod tests {
         w.gw("backup", "pstn", 20, 10, 0);
         w.gw("main", "pstn", 10, 10, 0);
         w.gw("other", "intl", 0, 10, 0);
-        let Decision::Route {
-            targets,
-            handling_node,
-        } = w.ask("95551234", Some(1), 0)
-        else {
+        let Decision::Route { targets, handling_node } = w.ask("95551234", Some(1), 0) else {
             panic!()
         };
         assert_eq!(handling_node, 1);
         let uris: Vec<_> = targets.iter().map(|t| t.uri.as_str()).collect();
-        assert_eq!(
-            uris,
-            [
-                "sip:+15551234@main.example:5060",
-                "sip:+15551234@backup.example:5060"
-            ]
-        );
+        assert_eq!(uris, ["sip:+15551234@main.example:5060", "sip:+15551234@backup.example:5060"]);
         assert!(targets.iter().all(|t| t.kind == TargetKind::Gateway));
     }
 
@@ -435,21 +397,13 @@ mod tests {
             },
         );
         assert_eq!(w.ids("91", 30_999, 0), ["b"]);
-        assert_eq!(
-            w.ids("91", 31_000, 0),
-            ["b", "a"],
-            "retry time passed: offered after b"
-        );
+        assert_eq!(w.ids("91", 31_000, 0), ["b", "a"], "retry time passed: offered after b");
         w.run(Command::ReportOutcome {
             id: "b".into(),
             outcome: ReportedOutcome::Failure,
             retry_after_ms: 60_000,
         });
-        assert_eq!(
-            code(&w.ask("91", Some(1), 2_000)),
-            Some(503),
-            "every gateway out"
-        );
+        assert_eq!(code(&w.ask("91", Some(1), 2_000)), Some(503), "every gateway out");
     }
 
     #[test]
@@ -480,19 +434,13 @@ mod tests {
         for spread in 0..4_000u64 {
             let ids = w.ids("91", 0, spread);
             assert_eq!(ids.len(), 4);
-            assert_eq!(
-                ids[2], "never-first",
-                "weight 0 goes last in its tier: {ids:?}"
-            );
+            assert_eq!(ids[2], "never-first", "weight 0 goes last in its tier: {ids:?}");
             assert_eq!(ids[3], "spare", "lower tier after: {ids:?}");
             *first.entry(ids[0].clone()).or_default() += 1;
         }
         // Expected 3000 : 1000; allow a wide margin, the point is the ratio.
         let (heavy, light) = (first["heavy"], first["light"]);
-        assert!(
-            (2_700..=3_300).contains(&heavy),
-            "heavy first {heavy} of 4000"
-        );
+        assert!((2_700..=3_300).contains(&heavy), "heavy first {heavy} of 4000");
         assert_eq!(heavy + light, 4_000);
         // Deterministic: the same spread gives the same order.
         assert_eq!(w.ids("91", 0, 17), w.ids("91", 0, 17));
@@ -523,11 +471,7 @@ mod tests {
             });
         };
         start(&mut w, 1);
-        assert_eq!(
-            handling(&w, Some(1)),
-            Some(2),
-            "node 1 full: most free is 2 (3 free)"
-        );
+        assert_eq!(handling(&w, Some(1)), Some(2), "node 1 full: most free is 2 (3 free)");
         start(&mut w, 2);
         start(&mut w, 2);
         assert_eq!(handling(&w, Some(1)), Some(3), "2 has 1 free, 3 has 2");

@@ -1,0 +1,94 @@
+//! Member liveness (seed 003's keep-alive, done by the leader): poll every
+//! node of the replicated node table; after `missed_polls` unanswered polls
+//! in a row commit `NodeDown` (its calls move to their stand-by, or are
+//! released under the cold policy); when a down node answers again commit
+//! `NodeUp` (it takes no calls back).
+//!
+//! The counts live only in the leader's memory: a new leader starts
+//! counting from zero, so a node that died with the old leader — or the old
+//! leader itself — is declared down `missed_polls` intervals after the new
+//! leader took over.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use switchboard_proto::v1::raft_client::RaftClient;
+use switchboard_proto::v1::PingRequest;
+use switchboard_storage::state::nodes::NodeStatus;
+use switchboard_storage::state::{Command, NodeId};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::node::Node;
+
+/// The leader's view of each member's recent polls.
+#[derive(Default)]
+pub struct Liveness {
+    missed: BTreeMap<NodeId, u32>,
+}
+
+impl Liveness {
+    /// Forget all counts (this node is not the leader any more).
+    pub fn reset(&mut self) {
+        self.missed.clear();
+    }
+
+    /// Poll every other node once and commit what changed.
+    pub async fn tick(&mut self, node: &Node) {
+        let interval = Duration::from_millis(node.config().liveness.poll_interval_ms);
+        let threshold = node.config().liveness.missed_polls;
+        let members: Vec<(NodeId, String, NodeStatus)> = node.read(|s, _| {
+            s.nodes
+                .iter()
+                .filter(|n| n.id != node.id())
+                .map(|n| (n.id, n.grpc_addr.clone(), n.status))
+                .collect()
+        });
+        // The leader answers for itself: if it was declared down before it
+        // came back and won an election, it is evidently up.
+        let me_down = node.read(|s, _| {
+            s.nodes.get(node.id()).is_some_and(|n| matches!(n.status, NodeStatus::Down { .. }))
+        });
+        if me_down {
+            if let Err(e) = node.write(Command::NodeUp { id: node.id() }).await {
+                warn!(error = %e, "declaring the leader itself up failed");
+            }
+        }
+        let mut polls = JoinSet::new();
+        for (id, addr, status) in members {
+            let node = node.clone();
+            polls.spawn(async move { (id, status, poll(&node, id, &addr, interval).await) });
+        }
+        while let Some(Ok((id, status, answered))) = polls.join_next().await {
+            let missed = self.missed.entry(id).or_insert(0);
+            if answered {
+                *missed = 0;
+                if matches!(status, NodeStatus::Down { .. }) {
+                    match node.write(Command::NodeUp { id }).await {
+                        Ok(_) => info!(node = id, "node answers again: declared up"),
+                        Err(e) => warn!(node = id, error = %e, "declaring node up failed"),
+                    }
+                }
+            } else {
+                *missed = missed.saturating_add(1);
+                if *missed >= threshold && !matches!(status, NodeStatus::Down { .. }) {
+                    match node.write(Command::NodeDown { id }).await {
+                        Ok(_) => {
+                            warn!(node = id, missed = *missed, "node missed polls: declared down")
+                        }
+                        Err(e) => warn!(node = id, error = %e, "declaring node down failed"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One poll: does `id` at `addr` answer within `timeout`?
+async fn poll(node: &Node, id: NodeId, addr: &str, timeout: Duration) -> bool {
+    let Ok(channel) = node.peers().channel(id, addr) else { return false };
+    let mut req = tonic::Request::new(PingRequest { from: node.id() });
+    req.set_timeout(timeout);
+    let answer = tokio::time::timeout(timeout, RaftClient::new(channel).ping(req)).await;
+    matches!(answer, Ok(Ok(r)) if r.get_ref().node_id == id)
+}

@@ -1,0 +1,189 @@
+//! The change feed: Watch delivers every event of a scripted scenario in
+//! log order, can resume from an index, and says "compacted" when the node
+//! no longer holds the index asked for.
+
+use std::time::Duration;
+
+use switchboard_proto::v1 as pb;
+use switchboard_proto::v1::events_client::EventsClient;
+use switchboard_tests::{register, Cluster};
+use tokio_stream::StreamExt;
+
+async fn collect(cluster: &Cluster, at: u64, from: u64, want: usize) -> Vec<pb::Event> {
+    let mut stream = EventsClient::new(cluster.channel(at).await)
+        .watch(pb::WatchRequest { from_index: from })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < want {
+        let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        match next {
+            Ok(Some(Ok(e)))
+                if e.kind != "leader_changed"
+                    && e.kind != "node_updated"
+                    && e.kind != "policy_updated" =>
+            {
+                got.push(e)
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("stream ended early after {got:?}: {other:?}"),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_delivers_a_scripted_scenario_in_log_order() {
+    let cluster = Cluster::start_with(3, |c| c.gateways.probe_interval_ms = 0).await;
+    // Let start-up writes (node table, policy) settle, then watch from now.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let watcher = {
+        let c = cluster.channel(2).await;
+        tokio::spawn(async move {
+            let mut stream = EventsClient::new(c)
+                .watch(pb::WatchRequest { from_index: 0 })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut got = Vec::new();
+            while got.len() < 9 {
+                match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+                    Ok(Some(Ok(e))) if e.kind != "leader_changed" => got.push(e),
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("stream ended early after {got:?}: {other:?}"),
+                }
+            }
+            got
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut reg = cluster.registrar(1).await;
+    let first = reg.register(register("1000", "d", "sip:1000@h")).await.unwrap().into_inner();
+    reg.refresh(pb::RefreshRequest {
+        number: "1000".into(),
+        device_id: "d".into(),
+        generation: 0,
+        expires_s: 60,
+    })
+    .await
+    .unwrap();
+    let mut gw = cluster.gateways(3).await;
+    gw.put_gateway(pb::PutGatewayRequest {
+        id: "gw".into(),
+        group: "pstn".into(),
+        address: "127.0.0.1:5099".into(),
+        priority: 1,
+        weight: 1,
+        capacity: 0,
+    })
+    .await
+    .unwrap();
+    gw.report_outcome(pb::ReportOutcomeRequest {
+        id: "gw".into(),
+        outcome: "timeout".into(),
+        retry_after_s: 30,
+    })
+    .await
+    .unwrap();
+    let mut calls = cluster.calls(2).await;
+    calls
+        .start_call(pb::StartCallRequest {
+            call_id: "c1".into(),
+            from: "1000".into(),
+            to: "2000".into(),
+            node_id: 0,
+            gateway: String::new(),
+        })
+        .await
+        .unwrap();
+    calls
+        .update_call(pb::UpdateCallRequest {
+            call_id: "c1".into(),
+            state: "connected".into(),
+            expected_version: 1,
+        })
+        .await
+        .unwrap();
+    calls.end_call(pb::EndCallRequest { call_id: "c1".into(), expected_version: 0 }).await.unwrap();
+    reg.unregister(pb::UnregisterRequest {
+        number: "1000".into(),
+        device_id: String::new(),
+        generation: 0,
+    })
+    .await
+    .unwrap();
+    cluster
+        .dial_plan(1)
+        .await
+        .put_route(pb::PutRouteRequest {
+            route: Some(pb::DialRoute {
+                pattern: "9@".into(),
+                priority: 0,
+                group: "pstn".into(),
+                strip: 1,
+                prefix: String::new(),
+            }),
+        })
+        .await
+        .unwrap();
+
+    let got = watcher.await.unwrap();
+    let kinds: Vec<(&str, &str)> = got.iter().map(|e| (e.kind.as_str(), e.key.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("registration_added", "1000"),
+            ("registration_refreshed", "1000"),
+            ("gateway_updated", "gw"),
+            ("gateway_status", "gw"),
+            ("call_started", "c1"),
+            ("call_updated", "c1"),
+            ("call_released", "c1"),
+            ("registration_removed", "1000"),
+            ("route_updated", "9@"),
+        ]
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].index < w[1].index),
+        "strictly increasing log indexes: {got:?}"
+    );
+    assert_eq!(got[0].index, first.meta.unwrap().index);
+    assert!(got[3].detail_json.contains("OutOfService"), "{}", got[3].detail_json);
+
+    // Resume from the first event's index at another node: the same events.
+    let again = collect(&cluster, 3, got[0].index, 9).await;
+    assert_eq!(again, got);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_a_compacted_index_is_a_clear_error() {
+    let mut cluster = Cluster::start_with(3, |c| {
+        c.raft.snapshot_after_entries = 10;
+        c.raft.keep_entries_after_snapshot = 2;
+    })
+    .await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    for i in 0..30 {
+        cluster
+            .registrar(leader)
+            .await
+            .register(register(&format!("5{i:03}"), "d", "sip:x@h"))
+            .await
+            .unwrap();
+    }
+    // A restarted node holds only what it re-applied after its snapshot.
+    let other = cluster.others(leader)[0];
+    cluster.stop_node(other).await;
+    cluster.start_node(other).await;
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let err = EventsClient::new(cluster.channel(other).await)
+        .watch(pb::WatchRequest { from_index: 1 })
+        .await
+        .expect_err("index 1 is compacted");
+    assert_eq!(err.code(), tonic::Code::OutOfRange);
+    assert!(err.message().starts_with("compacted"), "{}", err.message());
+    cluster.shutdown().await;
+}
