@@ -101,6 +101,13 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Raft(format!("storage open task: {e}")))?
             .map_err(|source| RunError::Storage { path: config.data.clone(), source })?;
+    // What this node had committed before it stopped: it serves nothing
+    // until it has re-applied that much, so that its local reads never go
+    // back in time across a restart.
+    let mut log_store = log_store;
+    let committed = openraft::storage::RaftLogStorage::read_committed(&mut log_store)
+        .await
+        .map_err(|e| RunError::Raft(format!("reading the committed index: {e}")))?;
     let reader = sm_store.reader();
     let feed = sm_store.feed();
     let peers = Peers::new(Duration::from_millis(config.raft.rpc_timeout_ms));
@@ -109,6 +116,12 @@ pub async fn run(
         .map_err(|e| RunError::Raft(e.to_string()))?;
     let node = Node::new(Arc::clone(&config), raft.clone(), reader, peers);
     info!(id = config.id, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "node starting");
+    if let Some(c) = committed {
+        raft.wait(Some(Duration::from_secs(300)))
+            .applied_index_at_least(Some(c.index), "re-apply the committed log")
+            .await
+            .map_err(|e| RunError::Raft(format!("re-applying the log up to {}: {e}", c.index)))?;
+    }
 
     bootstrap(&config, &raft).await?;
 

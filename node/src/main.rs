@@ -17,23 +17,27 @@ struct Cli {
 enum Cmd {
     /// Run one node.
     Serve(cli::serve::ServeArgs),
+    /// Run a local cluster of real nodes with example data.
+    Dev(cli::dev::DevArgs),
+    /// Talk to a running cluster (an etcdctl-like client).
+    Ctl(cli::ctl::CtlArgs),
 }
 
+/// Structured logs on stderr; `RUST_LOG` wins over the configured level.
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .try_init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -43,13 +47,17 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Cmd::Serve(args) => {
-                let level = args
-                    .config()
-                    .map(|c| c.log)
-                    .unwrap_or_else(|_| "info".into());
+                let level =
+                    args.config().map(|c| c.log).unwrap_or_else(|_| "info,openraft=warn".into());
                 init_tracing(&level);
                 cli::serve::serve(args).await
             }
+            Cmd::Dev(args) => {
+                init_tracing("warn");
+                cli::dev::dev(args).await
+            }
+            // No tracing for ctl: its output is its answer, errors are one line.
+            Cmd::Ctl(args) => cli::ctl::run(args).await,
         }
     });
     match result {

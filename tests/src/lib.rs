@@ -283,19 +283,7 @@ impl SipResponder {
                     _ = &mut rx => return,
                     got = socket.recv_from(&mut buf) => {
                         let Ok((n, from)) = got else { continue };
-                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-                        if !text.starts_with("OPTIONS ") {
-                            continue;
-                        }
-                        let mut reply = String::from("SIP/2.0 200 OK\r\n");
-                        for line in text.split("\r\n") {
-                            let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-                            if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
-                                reply.push_str(line);
-                                reply.push_str("\r\n");
-                            }
-                        }
-                        reply.push_str("Content-Length: 0\r\n\r\n");
+                        let Some(reply) = switchboard::sip::options::answer(&buf[..n]) else { continue };
                         let _ = socket.send_to(reply.as_bytes(), from).await;
                     }
                 }

@@ -53,8 +53,21 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let addrs: Vec<String> =
         (0..args.nodes).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
-    let initial: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let initial: Vec<String> =
+        addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
     let initial = initial.join(",");
+
+    // Stand-ins for the example gateways, so that the leader's OPTIONS
+    // probes find them alive; gw-intl (5094) is left silent on purpose, so
+    // probing takes it out of service a few seconds after start-up.
+    for port in [5091u16, 5092, 5093] {
+        match tokio::net::UdpSocket::bind(("127.0.0.1", port)).await {
+            Ok(socket) => {
+                tokio::spawn(gateway_standin(socket));
+            }
+            Err(e) => eprintln!("note: example gateway 127.0.0.1:{port} not simulated: {e}"),
+        }
+    }
 
     let mut children = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -76,7 +89,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start node {id}"))?;
-        eprintln!("started node {id} (pid {}) on {addr}, log {}", child.id().unwrap_or(0), log_path.display());
+        eprintln!(
+            "started node {id} (pid {}) on {addr}, log {}",
+            child.id().unwrap_or(0),
+            log_path.display()
+        );
         children.push((id, child, log_path));
     }
 
@@ -100,7 +117,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
         Err(_) => {
             stop(&mut children).await;
-            bail!("no leader with the example data after {READY_TIMEOUT:?}; see the logs in {}", args.data.display());
+            bail!(
+                "no leader with the example data after {READY_TIMEOUT:?}; see the logs in {}",
+                args.data.display()
+            );
         }
     };
 
@@ -123,15 +143,41 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("Ctrl-C stops every node.");
 
-    tokio::select! {
-        _ = super::serve::shutdown_signal() => {}
-        dead = first_exit(&mut children) => {
-            let (id, status, _) = dead;
-            eprintln!("node {id} exited ({status}); stopping the others");
+    // A node that dies (say, `kill -9` to watch a failover) is reported with
+    // the command that restarts it; the others keep running until Ctrl-C.
+    let signal = super::serve::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            dead = first_exit(&mut children) => {
+                let (id, status, log) = dead;
+                let addr = &addrs[id - 1];
+                let data = args.data.join(format!("node{id}"));
+                eprintln!(
+                    "node {id} exited ({status}); the others keep running. Restart it with:\n  \
+                     {} serve --id {id} --listen {addr} --data {} 2>>{}",
+                    exe.display(),
+                    data.display(),
+                    log.display()
+                );
+                children.retain(|(i, _, _)| *i != id);
+            }
         }
     }
     stop(&mut children).await;
     Ok(())
+}
+
+/// Answer SIP OPTIONS like a live gateway would.
+async fn gateway_standin(socket: tokio::net::UdpSocket) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
+        if let Some(reply) = crate::sip::options::answer(&buf[..n]) {
+            let _ = socket.send_to(reply.as_bytes(), from).await;
+        }
+    }
 }
 
 /// Wait for a leader, then load the example data through the public API.
@@ -165,12 +211,10 @@ async fn find_leader(addrs: &[String]) -> Option<(u64, Channel)> {
 
 /// The example data: idempotent puts, so a restarted dev cluster can load it again.
 async fn load_examples(ch: Channel) -> anyhow::Result<()> {
-    let mut plan = DialPlanClient::new(ch.clone());
-    for (pattern, group, strip, prefix) in [
-        ("1XXX", "", 0, ""),
-        ("9@", "pstn", 1, "+1"),
-        ("00@", "intl", 2, "+"),
-    ] {
+    let plan = DialPlanClient::new(ch.clone());
+    for (pattern, group, strip, prefix) in
+        [("1XXX", "", 0, ""), ("9@", "pstn", 1, "+1"), ("00@", "intl", 2, "+")]
+    {
         let route = pb::DialRoute {
             pattern: pattern.into(),
             priority: 10,
@@ -186,7 +230,6 @@ async fn load_examples(ch: Channel) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading route {pattern}"))?;
     }
-    let _ = &mut plan;
     let gateways = GatewaysClient::new(ch.clone());
     for (id, group, address, priority, weight) in [
         ("gw-east", "pstn", "127.0.0.1:5091", 10, 60),
@@ -211,7 +254,9 @@ async fn load_examples(ch: Channel) -> anyhow::Result<()> {
         .with_context(|| format!("loading gateway {id}"))?;
     }
     let registrar = RegistrarClient::new(ch);
-    for (number, device, port) in [("1000", "desk-1000", 5080), ("1001", "desk-1001", 5081), ("1002", "soft-1002", 5082)] {
+    for (number, device, port) in
+        [("1000", "desk-1000", 5080), ("1001", "desk-1001", 5081), ("1002", "soft-1002", 5082)]
+    {
         let req = pb::RegisterRequest {
             number: number.into(),
             device_id: device.into(),
@@ -243,7 +288,9 @@ where
     for _ in 0..50 {
         match f().await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+            Err(s)
+                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
+            {
                 last = Some(s);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -254,6 +301,9 @@ where
 }
 
 async fn first_exit(children: &mut [(usize, Child, PathBuf)]) -> (usize, String, PathBuf) {
+    if children.is_empty() {
+        return std::future::pending().await;
+    }
     loop {
         for (id, child, log) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {

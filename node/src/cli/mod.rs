@@ -1,4 +1,6 @@
 //! The command line: `serve` (one node), `dev` (a local cluster) and `ctl`
 //! (an etcdctl-like client).
 
+pub mod ctl;
+pub mod dev;
 pub mod serve;

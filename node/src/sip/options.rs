@@ -94,6 +94,30 @@ pub fn parse_response(datagram: &[u8]) -> Result<Response, ParseError> {
     Ok(Response { code, call_id, cseq, method })
 }
 
+/// The `200 OK` a gateway stand-in sends to an OPTIONS request: Via, From,
+/// To, Call-ID and CSeq copied from the request. `None` for anything that
+/// is not an OPTIONS request.
+pub fn answer(request: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(request).ok()?;
+    if !text.starts_with("OPTIONS ") {
+        return None;
+    }
+    let mut reply = String::from("SIP/2.0 200 OK\r\n");
+    let head = text.split("\r\n\r\n").next().unwrap_or(text);
+    for line in head.split("\r\n").skip(1) {
+        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "via" | "v" | "from" | "f" | "to" | "t" | "call-id" | "i" | "cseq"
+        ) {
+            reply.push_str(line);
+            reply.push_str("\r\n");
+        }
+    }
+    reply.push_str("Content-Length: 0\r\n\r\n");
+    Some(reply)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +144,17 @@ mod tests {
         );
         let raw = "SIP/2.0 404 Not Found\nCall-ID: q\nCSeq: 1 OPTIONS\n\n";
         assert_eq!(parse_response(raw.as_bytes()).unwrap().code, 404);
+    }
+
+    #[test]
+    fn answer_echoes_the_dialog_headers_and_parses_back() {
+        let req = request("gw:5060", "127.0.0.1:4000".parse().unwrap(), "cid-9", "b", "t", 3);
+        let reply = answer(req.as_bytes()).unwrap();
+        let parsed = parse_response(reply.as_bytes()).unwrap();
+        assert_eq!((parsed.code, parsed.call_id.as_str(), parsed.cseq), (200, "cid-9", 3));
+        assert!(reply.contains("Via: SIP/2.0/UDP 127.0.0.1:4000;branch=z9hG4bKb;rport\r\n"));
+        assert_eq!(answer(b"INVITE sip:x SIP/2.0\r\n\r\n"), None);
+        assert_eq!(answer(&[0xff]), None);
     }
 
     #[test]

@@ -1,0 +1,494 @@
+//! One function per `ctl` command: build the request, call the cluster
+//! (with fail-over, see `conn`), pick the output and print it.
+
+use std::io::Write;
+
+use anyhow::Context;
+use switchboard_proto::v1 as pb;
+use switchboard_proto::v1::calls_client::CallsClient;
+use switchboard_proto::v1::cluster_client::ClusterClient;
+use switchboard_proto::v1::dial_plan_client::DialPlanClient;
+use switchboard_proto::v1::events_client::EventsClient;
+use switchboard_proto::v1::gateways_client::GatewaysClient;
+use switchboard_proto::v1::registrar_client::RegistrarClient;
+use switchboard_proto::v1::router_client::RouterClient;
+
+use super::conn::{describe, parse_endpoint, Conn, MAX_MESSAGE};
+use super::render::{self, join, json, lines, meta_pairs, now_ms, MembersFrom};
+use super::{
+    CallCommand, ClusterCommand, CtlCommand, DialplanCommand, GatewayCommand, LookupArgs,
+    NodeCommand, ReadArgs, RefreshArgs, RegisterArgs, RouteArgs, UnregisterArgs,
+};
+
+/// One unary call with fail-over: `rpc!(conn, Client.method(request))`.
+/// The request is cloned for each endpoint tried and carries the time-out.
+macro_rules! rpc {
+    ($conn:expr, $client:ident . $method:ident ($req:expr)) => {{
+        let req = $req;
+        $conn
+            .call(move |channel, timeout| {
+                let mut request = tonic::Request::new(req.clone());
+                request.set_timeout(timeout);
+                async move {
+                    $client::new(channel)
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .$method(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await
+    }};
+}
+
+/// The wire consistency for `--linearizable`.
+fn consistency(read: ReadArgs) -> i32 {
+    if read.linearizable {
+        pb::Consistency::Linearizable as i32
+    } else {
+        pb::Consistency::Local as i32
+    }
+}
+
+/// Write `text` and a newline to stdout. `Ok(false)` when the reader has
+/// gone (broken pipe): not an error, there is just nobody left to tell.
+fn emit(text: &str) -> anyhow::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// Run `command` and print its output.
+pub async fn execute(conn: &Conn, as_json: bool, command: CtlCommand) -> anyhow::Result<()> {
+    let now = now_ms();
+    let text = match command {
+        CtlCommand::Watch(w) => return watch(conn, as_json, w.from_index.unwrap_or(0)).await,
+        CtlCommand::Status => status(conn, as_json).await?,
+        CtlCommand::Register(a) => register(conn, as_json, a, now).await?,
+        CtlCommand::Refresh(a) => refresh(conn, as_json, a, now).await?,
+        CtlCommand::Unregister(a) => unregister(conn, as_json, a, now).await?,
+        CtlCommand::Lookup(a) => lookup(conn, as_json, a, now).await?,
+        CtlCommand::Registrations(read) => registrations(conn, as_json, read, now).await?,
+        CtlCommand::Route(a) => route(conn, as_json, a).await?,
+        CtlCommand::Gateway(g) => gateway(conn, as_json, g, now).await?,
+        CtlCommand::Dialplan(d) => dialplan(conn, as_json, d).await?,
+        CtlCommand::Call(c) => call(conn, as_json, c, now).await?,
+        CtlCommand::Node(n) => node(conn, as_json, n).await?,
+        CtlCommand::Cluster(c) => cluster(conn, as_json, c).await?,
+    };
+    emit(&text)?;
+    Ok(())
+}
+
+/// `register`.
+async fn register(conn: &Conn, as_json: bool, a: RegisterArgs, now: u64) -> anyhow::Result<String> {
+    let req = pb::RegisterRequest {
+        number: a.number,
+        device_id: a.device.unwrap_or_default(),
+        contact: a.contact_uri,
+        device_name: a.name.unwrap_or_default(),
+        mac: a.mac.unwrap_or_default(),
+        node_id: a.node.unwrap_or(0),
+        q: a.q.unwrap_or(0),
+        expires_s: a.expires.unwrap_or(0),
+    };
+    let number = req.number.clone();
+    let r = rpc!(conn, RegistrarClient.register(req))?;
+    registered(as_json, &number, &r, now)
+}
+
+/// `refresh`.
+async fn refresh(conn: &Conn, as_json: bool, a: RefreshArgs, now: u64) -> anyhow::Result<String> {
+    let req = pb::RefreshRequest {
+        number: a.number,
+        device_id: a.device,
+        generation: 0,
+        expires_s: a.expires.unwrap_or(0),
+    };
+    let number = req.number.clone();
+    let r = rpc!(conn, RegistrarClient.refresh(req))?;
+    registered(as_json, &number, &r, now)
+}
+
+/// `unregister`.
+async fn unregister(
+    conn: &Conn,
+    as_json: bool,
+    a: UnregisterArgs,
+    now: u64,
+) -> anyhow::Result<String> {
+    let req = pb::UnregisterRequest {
+        number: a.number,
+        device_id: a.device.unwrap_or_default(),
+        generation: a.generation.unwrap_or(0),
+    };
+    let r = rpc!(conn, RegistrarClient.unregister(req))?;
+    if as_json {
+        return json(&r);
+    }
+    let mut pairs = vec![("removed", r.removed.len().to_string())];
+    pairs.extend(meta_pairs(r.meta.as_ref()));
+    let mut parts = vec![lines(&pairs)];
+    if !r.removed.is_empty() {
+        parts.push(render::bindings_table(&r.removed, now));
+    }
+    Ok(join(&parts))
+}
+
+/// `lookup`.
+async fn lookup(conn: &Conn, as_json: bool, a: LookupArgs, now: u64) -> anyhow::Result<String> {
+    let req = pb::LookupRequest { number: a.number, consistency: consistency(a.read) };
+    let r = rpc!(conn, RegistrarClient.lookup(req))?;
+    if as_json {
+        return json(&r);
+    }
+    if r.bindings.is_empty() && !r.known {
+        return Ok("no bindings: the number is not registered".into());
+    }
+    Ok(render::bindings_table(&r.bindings, now))
+}
+
+/// `registrations`.
+async fn registrations(
+    conn: &Conn,
+    as_json: bool,
+    read: ReadArgs,
+    now: u64,
+) -> anyhow::Result<String> {
+    let req = pb::ListRegistrationsRequest { consistency: consistency(read) };
+    let r = rpc!(conn, RegistrarClient.list_registrations(req))?;
+    if as_json {
+        return json(&r);
+    }
+    Ok(render::registrations_table(&r.registrations, now))
+}
+
+/// `route`.
+async fn route(conn: &Conn, as_json: bool, a: RouteArgs) -> anyhow::Result<String> {
+    let req = pb::RouteRequest {
+        digits: a.digits,
+        origin_node: a.origin_node.unwrap_or(0),
+        consistency: consistency(a.read),
+    };
+    let r = rpc!(conn, RouterClient.route(req))?;
+    // A route failure (404, 480, 503, ...) is the router's answer to the
+    // question asked, not a failure of the command: the request reached the
+    // cluster and was answered. So it is printed on stdout and the exit
+    // code stays 0, as for a lookup that finds nothing; scripts read the
+    // `failure` field (or the SIP code in the text).
+    if as_json {
+        render::route_json(&r)
+    } else {
+        Ok(render::route_text(&r))
+    }
+}
+
+/// `node drain`.
+async fn node(conn: &Conn, as_json: bool, command: NodeCommand) -> anyhow::Result<String> {
+    let NodeCommand::Drain { id } = command;
+    let r = rpc!(conn, ClusterClient.drain_node(pb::DrainNodeRequest { id }))?;
+    if as_json {
+        return json(&r);
+    }
+    let mut pairs = vec![("moved calls", r.moved_calls.to_string())];
+    pairs.extend(meta_pairs(r.meta.as_ref()));
+    Ok(lines(&pairs))
+}
+
+/// `cluster add|remove`.
+async fn cluster(conn: &Conn, as_json: bool, command: ClusterCommand) -> anyhow::Result<String> {
+    match command {
+        ClusterCommand::Add { id, address } => {
+            let req = pb::AddNodeRequest { id, addr: address };
+            let r = rpc!(conn, ClusterClient.add_node(req))?;
+            membership_changed(as_json, &r, r.status.as_ref(), format!("added node {id}"))
+        }
+        ClusterCommand::Remove { id } => {
+            let r = rpc!(conn, ClusterClient.remove_node(pb::RemoveNodeRequest { id }))?;
+            membership_changed(as_json, &r, r.status.as_ref(), format!("removed node {id}"))
+        }
+    }
+}
+
+/// Output of register and refresh: the binding as stored.
+fn registered(
+    as_json: bool,
+    number: &str,
+    r: &pb::RegisterResponse,
+    now: u64,
+) -> anyhow::Result<String> {
+    if as_json {
+        return json(r);
+    }
+    let mut pairs =
+        r.binding.as_ref().map(|b| render::binding_pairs(number, b, now)).unwrap_or_default();
+    pairs.extend(meta_pairs(r.meta.as_ref()));
+    Ok(lines(&pairs))
+}
+
+/// Output of cluster add/remove: the status after the change.
+fn membership_changed<T: serde::Serialize>(
+    as_json: bool,
+    response: &T,
+    status: Option<&pb::StatusResponse>,
+    done: String,
+) -> anyhow::Result<String> {
+    if as_json {
+        return json(response);
+    }
+    let status = status.map(|s| render::status_text(s, MembersFrom::Answer)).unwrap_or_default();
+    Ok(join(&[format!("ok: {done}"), status]))
+}
+
+/// `gateway put|delete|list|report`.
+async fn gateway(
+    conn: &Conn,
+    as_json: bool,
+    command: GatewayCommand,
+    now: u64,
+) -> anyhow::Result<String> {
+    match command {
+        GatewayCommand::Put(a) => {
+            let req = pb::PutGatewayRequest {
+                id: a.id,
+                group: a.group,
+                address: a.address,
+                priority: a.priority.unwrap_or(0),
+                weight: a.weight.unwrap_or(0),
+                capacity: a.capacity.unwrap_or(0),
+            };
+            let id = req.id.clone();
+            let r = rpc!(conn, GatewaysClient.put_gateway(req))?;
+            ack(as_json, &r, format!("gateway {id} stored"), r.meta.as_ref())
+        }
+        GatewayCommand::Delete { id } => {
+            let req = pb::DeleteGatewayRequest { id: id.clone() };
+            let r = rpc!(conn, GatewaysClient.delete_gateway(req))?;
+            ack(as_json, &r, format!("gateway {id} deleted"), r.meta.as_ref())
+        }
+        GatewayCommand::List(read) => {
+            let req = pb::ListGatewaysRequest { consistency: consistency(read) };
+            let r = rpc!(conn, GatewaysClient.list_gateways(req))?;
+            if as_json {
+                return json(&r);
+            }
+            Ok(render::gateways_table(&r.gateways, now))
+        }
+        GatewayCommand::Report(a) => {
+            let req = pb::ReportOutcomeRequest {
+                id: a.id,
+                outcome: a.outcome.as_str().into(),
+                retry_after_s: a.retry_after.unwrap_or(0),
+            };
+            let r = rpc!(conn, GatewaysClient.report_outcome(req))?;
+            if as_json {
+                return json(&r);
+            }
+            let mut pairs =
+                r.gateway.as_ref().map(|g| render::gateway_pairs(g, now)).unwrap_or_default();
+            pairs.push(("status changed", if r.changed { "yes" } else { "no" }.into()));
+            pairs.extend(meta_pairs(r.meta.as_ref()));
+            Ok(lines(&pairs))
+        }
+    }
+}
+
+/// `dialplan put|delete|list`.
+async fn dialplan(conn: &Conn, as_json: bool, command: DialplanCommand) -> anyhow::Result<String> {
+    match command {
+        DialplanCommand::Put(a) => {
+            let route = pb::DialRoute {
+                pattern: a.pattern,
+                priority: a.priority.unwrap_or(0),
+                // Empty group = "registered number"; clap guarantees that
+                // exactly one of --group and --registered was given.
+                group: a.group.unwrap_or_default(),
+                strip: a.strip.unwrap_or(0),
+                prefix: a.prefix.unwrap_or_default(),
+            };
+            let pattern = route.pattern.clone();
+            let req = pb::PutRouteRequest { route: Some(route) };
+            let r = rpc!(conn, DialPlanClient.put_route(req))?;
+            ack(as_json, &r, format!("route {pattern} stored"), r.meta.as_ref())
+        }
+        DialplanCommand::Delete { pattern } => {
+            let req = pb::DeleteRouteRequest { pattern: pattern.clone() };
+            let r = rpc!(conn, DialPlanClient.delete_route(req))?;
+            ack(as_json, &r, format!("route {pattern} deleted"), r.meta.as_ref())
+        }
+        DialplanCommand::List(read) => {
+            let req = pb::ListRoutesRequest { consistency: consistency(read) };
+            let r = rpc!(conn, DialPlanClient.list_routes(req))?;
+            if as_json {
+                return json(&r);
+            }
+            Ok(render::routes_table(&r.routes))
+        }
+    }
+}
+
+/// Output of a write with nothing to show but where it was committed.
+fn ack<T: serde::Serialize>(
+    as_json: bool,
+    response: &T,
+    done: String,
+    meta: Option<&pb::WriteMeta>,
+) -> anyhow::Result<String> {
+    if as_json {
+        return json(response);
+    }
+    let mut pairs = vec![("ok", super::conn::one_line(&done))];
+    pairs.extend(meta_pairs(meta));
+    Ok(lines(&pairs))
+}
+
+/// `call start|update|end|get|list`.
+async fn call(
+    conn: &Conn,
+    as_json: bool,
+    command: CallCommand,
+    now: u64,
+) -> anyhow::Result<String> {
+    let r = match command {
+        CallCommand::Start(a) => {
+            let req = pb::StartCallRequest {
+                call_id: a.call_id,
+                from: a.from,
+                to: a.to,
+                node_id: a.node.unwrap_or(0),
+                gateway: a.gateway.unwrap_or_default(),
+            };
+            rpc!(conn, CallsClient.start_call(req))?
+        }
+        CallCommand::Update(a) => {
+            // The server always compares versions on an update. Without
+            // --expected-version, compare against the version read just
+            // now (linearizably): a concurrent change still wins and this
+            // update fails with "failed precondition" instead of
+            // overwriting it.
+            let expected_version = match a.expected_version {
+                Some(v) => v,
+                None => {
+                    let req = pb::GetCallRequest {
+                        call_id: a.call_id.clone(),
+                        consistency: pb::Consistency::Linearizable as i32,
+                    };
+                    let current = rpc!(conn, CallsClient.get_call(req))?;
+                    the_call(current)?.version
+                }
+            };
+            let req = pb::UpdateCallRequest {
+                call_id: a.call_id,
+                state: a.state.as_str().into(),
+                expected_version,
+            };
+            rpc!(conn, CallsClient.update_call(req))?
+        }
+        CallCommand::End(a) => {
+            let req = pb::EndCallRequest {
+                call_id: a.call_id,
+                expected_version: a.expected_version.unwrap_or(0),
+            };
+            rpc!(conn, CallsClient.end_call(req))?
+        }
+        CallCommand::Get { call_id, read } => {
+            let req = pb::GetCallRequest { call_id, consistency: consistency(read) };
+            rpc!(conn, CallsClient.get_call(req))?
+        }
+        CallCommand::List { node, read } => {
+            let req =
+                pb::ListCallsRequest { node_id: node.unwrap_or(0), consistency: consistency(read) };
+            let r = rpc!(conn, CallsClient.list_calls(req))?;
+            if as_json {
+                return json(&r);
+            }
+            return Ok(render::calls_table(&r.calls, now));
+        }
+    };
+    let meta = r.meta;
+    let call = the_call(r)?;
+    if as_json {
+        return json(&call);
+    }
+    let mut pairs = render::call_pairs(&call, now);
+    pairs.extend(meta_pairs(meta.as_ref()));
+    Ok(lines(&pairs))
+}
+
+/// The call in a call response; its absence is the server's bug, reported.
+fn the_call(r: pb::CallResponse) -> anyhow::Result<pb::Call> {
+    r.call.context("internal error: the server answered without the call")
+}
+
+/// `status`: the answering node's view; in text, also the leader's view of
+/// the members when the answering node is not the leader.
+async fn status(conn: &Conn, as_json: bool) -> anyhow::Result<String> {
+    let answer = rpc!(conn, ClusterClient.status(pb::StatusRequest {}))?;
+    if as_json {
+        return json(&answer);
+    }
+    if answer.leader_id == 0 || answer.leader_id == answer.node_id {
+        return Ok(render::status_text(&answer, MembersFrom::Answer));
+    }
+    let leader_addr =
+        answer.members.iter().find(|m| m.id == answer.leader_id).map(|m| m.addr.clone());
+    let leader = match leader_addr {
+        None => Err(format!("leader {} is not in the members list", answer.leader_id)),
+        Some(addr) => match parse_endpoint(&addr) {
+            Err(e) => Err(e),
+            Ok(addr) => {
+                let only = conn.only(addr);
+                rpc!(only, ClusterClient.status(pb::StatusRequest {})).map_err(|e| format!("{e:#}"))
+            }
+        },
+    };
+    Ok(match &leader {
+        Ok(view) => render::status_text(&answer, MembersFrom::Leader(view)),
+        Err(why) => render::status_text(&answer, MembersFrom::LeaderFailed(why)),
+    })
+}
+
+/// `watch`: one line per event until the stream ends, fails, the reader
+/// goes away, or Ctrl-C.
+async fn watch(conn: &Conn, as_json: bool, from_index: u64) -> anyhow::Result<()> {
+    let mut stream = conn
+        .call(move |channel, _timeout| async move {
+            // No time-out on the request: it would end the stream. The
+            // time-out still bounds the wait for the stream to open.
+            EventsClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .watch(pb::WatchRequest { from_index })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await?;
+    let interrupted = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handling here: run until the stream ends instead.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(interrupted);
+    loop {
+        let next = tokio::select! {
+            next = stream.message() => next,
+            () = &mut interrupted => return Ok(()),
+        };
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) => anyhow::bail!("unavailable: the server ended the watch stream"),
+            Err(status) => anyhow::bail!("{}", describe(&status)),
+        };
+        let line = if as_json { json(&event)? } else { render::event_text(&event) };
+        if !emit(&line)? {
+            return Ok(());
+        }
+    }
+}

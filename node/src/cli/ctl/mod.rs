@@ -1,0 +1,638 @@
+//! `switchboard ctl`: an etcdctl-like client for a Switchboard cluster.
+//!
+//! Every command is one gRPC call (two for `status` in text mode, which
+//! also asks the leader, and for `call update` without `--expected-version`,
+//! which reads the current version first) against the endpoints given with
+//! `--endpoints`. Endpoints are tried in order; a connection failure or an
+//! `UNAVAILABLE` answer moves on to the next one, and a leader hint attached
+//! to an `UNAVAILABLE` is tried first. Any other error is final.
+//!
+//! Output is compact text (tables for lists, `key: value` lines otherwise),
+//! or with `--json` exactly one JSON document per command (one per line for
+//! `watch`). Errors are one line `error: ...` on stderr and exit code 1.
+//!
+//! # Layout
+//!
+//! - this file: the command line (clap derive) and [`run`];
+//! - `conn`: endpoint parsing, connecting, time-outs and fail-over;
+//! - `exec`: one function per command: request, call, pick the output;
+//! - `render`: the JSON shaping and the human-readable text.
+
+mod conn;
+mod exec;
+mod render;
+
+use std::time::Duration;
+
+use clap::builder::NonEmptyStringValueParser;
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+
+/// Flags shared by every `ctl` command, then the command.
+#[derive(Debug, Clone, Args)]
+pub struct CtlArgs {
+    /// Nodes to talk to, tried in order: host:port[,host:port...].
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "SWITCHBOARD_ENDPOINTS",
+        default_value = "127.0.0.1:7001",
+        value_delimiter = ',',
+        value_name = "HOST:PORT",
+        value_parser = conn::parse_endpoint
+    )]
+    pub endpoints: Vec<String>,
+    /// Print one JSON document per command (one per line for `watch`).
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub json: bool,
+    /// Time limit of each request, in seconds (fractions allowed).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value = "5",
+        value_name = "SECONDS",
+        value_parser = parse_timeout
+    )]
+    pub timeout: Duration,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// A `ctl` command.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// Leader, term and every member with its progress.
+    Status,
+    /// Register (or re-register) a device's contact under a number.
+    Register(RegisterArgs),
+    /// Extend a device's registration (the device heartbeat).
+    Refresh(RefreshArgs),
+    /// Remove a number's bindings: all of them, one device's, or one generation.
+    Unregister(UnregisterArgs),
+    /// The live bindings of a number, best first.
+    Lookup(LookupArgs),
+    /// Every number with its live bindings.
+    Registrations(ReadArgs),
+    /// Route dialled digits: ordered targets and the handling node.
+    Route(RouteArgs),
+    /// Destination gateways.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Dial-plan routes.
+    #[command(subcommand)]
+    Dialplan(DialplanCommand),
+    /// Calls in progress.
+    #[command(subcommand)]
+    Call(CallCommand),
+    /// Operations on one node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Cluster membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Stream changes, one line per event, until interrupted.
+    Watch(WatchArgs),
+}
+
+/// Read consistency flag shared by the read commands.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct ReadArgs {
+    /// Linearizable read: confirmed with the leader (slower, never stale).
+    #[arg(long)]
+    pub linearizable: bool,
+}
+
+/// Arguments of `register`.
+#[derive(Debug, Clone, Args)]
+pub struct RegisterArgs {
+    /// The number (digits, +, *, #).
+    pub number: String,
+    /// SIP URI of the device.
+    pub contact_uri: String,
+    /// Device id (default: the contact URI).
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+    /// Lifetime in seconds (default: the server's).
+    #[arg(long, value_name = "S")]
+    pub expires: Option<u32>,
+    /// Preference as a SIP q-value, 0.001..=1 (default 1).
+    #[arg(long, value_name = "Q", value_parser = parse_q)]
+    pub q: Option<u32>,
+    /// Controlling node (default: the node that receives the request).
+    #[arg(long, value_name = "N")]
+    pub node: Option<u64>,
+    /// Device name.
+    #[arg(long, value_name = "DEVICE_NAME")]
+    pub name: Option<String>,
+    /// Device MAC address.
+    #[arg(long)]
+    pub mac: Option<String>,
+}
+
+/// Arguments of `refresh`.
+#[derive(Debug, Clone, Args)]
+pub struct RefreshArgs {
+    /// The number.
+    pub number: String,
+    /// The device to refresh.
+    #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
+    pub device: String,
+    /// New lifetime in seconds (default: the server's).
+    #[arg(long, value_name = "S")]
+    pub expires: Option<u32>,
+}
+
+/// Arguments of `unregister`.
+#[derive(Debug, Clone, Args)]
+pub struct UnregisterArgs {
+    /// The number.
+    pub number: String,
+    /// Only this device (default: every device of the number).
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+    /// Only the binding with this generation.
+    #[arg(long, value_name = "G")]
+    pub generation: Option<u64>,
+}
+
+/// Arguments of `lookup`.
+#[derive(Debug, Clone, Args)]
+pub struct LookupArgs {
+    /// The number.
+    pub number: String,
+    /// Read consistency.
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// Arguments of `route`.
+#[derive(Debug, Clone, Args)]
+pub struct RouteArgs {
+    /// Dialled digits.
+    pub digits: String,
+    /// Node the call arrived at (default: the answering node).
+    #[arg(long, value_name = "N")]
+    pub origin_node: Option<u64>,
+    /// Read consistency.
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// `gateway` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum GatewayCommand {
+    /// Add or replace a gateway (its status and counters are kept).
+    Put(GatewayPutArgs),
+    /// Remove a gateway.
+    Delete {
+        /// Gateway id.
+        id: String,
+    },
+    /// Every gateway with its status.
+    List(ReadArgs),
+    /// Report how a call attempt through a gateway went.
+    Report(GatewayReportArgs),
+}
+
+/// Arguments of `gateway put`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayPutArgs {
+    /// Gateway id.
+    pub id: String,
+    /// Its address, host:port.
+    pub address: String,
+    /// Group (trunk) that dial-plan routes select it by.
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// Priority; lower is offered first.
+    #[arg(long, value_name = "P")]
+    pub priority: Option<u32>,
+    /// Share among gateways of equal priority (default 1).
+    #[arg(long, value_name = "W")]
+    pub weight: Option<u32>,
+    /// Most concurrent calls (default: no limit).
+    #[arg(long, value_name = "C")]
+    pub capacity: Option<u32>,
+}
+
+/// Arguments of `gateway report`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayReportArgs {
+    /// Gateway id.
+    pub id: String,
+    /// How the attempt went.
+    pub outcome: Outcome,
+    /// After a timeout or failure: how long to keep it out of service, seconds.
+    #[arg(long, value_name = "S")]
+    pub retry_after: Option<u32>,
+}
+
+/// How a call attempt through a gateway went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Outcome {
+    /// The gateway answered.
+    #[value(name = "ok")]
+    Answered,
+    /// The gateway did not answer in time.
+    Timeout,
+    /// The gateway answered with a failure.
+    Failure,
+}
+
+impl Outcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Answered => "ok",
+            Outcome::Timeout => "timeout",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// `dialplan` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DialplanCommand {
+    /// Add or replace the route with this pattern.
+    Put(DialplanPutArgs),
+    /// Remove a route.
+    Delete {
+        /// The route's pattern.
+        pattern: String,
+    },
+    /// Every route, in pattern order.
+    List(ReadArgs),
+}
+
+/// Arguments of `dialplan put`.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["group", "registered"])))]
+pub struct DialplanPutArgs {
+    /// Pattern: literals 0-9 * # +, X = one digit, trailing @ = the rest.
+    pub pattern: String,
+    /// Offer the gateways of this group.
+    #[arg(long, value_name = "G", value_parser = NonEmptyStringValueParser::new())]
+    pub group: Option<String>,
+    /// Offer the devices registered under the (rewritten) number.
+    #[arg(long)]
+    pub registered: bool,
+    /// Leading digits to remove.
+    #[arg(long, value_name = "N")]
+    pub strip: Option<u32>,
+    /// Digits to prepend after stripping.
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Tie-breaker among equally specific patterns; lower wins.
+    #[arg(long, value_name = "P")]
+    pub priority: Option<u32>,
+}
+
+/// `call` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CallCommand {
+    /// Record a new call.
+    Start(CallStartArgs),
+    /// Change a call's state (compare-and-set on its version).
+    Update(CallUpdateArgs),
+    /// End a call.
+    End(CallEndArgs),
+    /// One call.
+    Get {
+        /// Call id.
+        call_id: String,
+        /// Read consistency.
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Calls in progress, optionally of one node.
+    List {
+        /// Only calls owned by this node.
+        #[arg(long, value_name = "N")]
+        node: Option<u64>,
+        /// Read consistency.
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+}
+
+/// Arguments of `call start`.
+#[derive(Debug, Clone, Args)]
+pub struct CallStartArgs {
+    /// Unique call id.
+    pub call_id: String,
+    /// Calling party.
+    #[arg(long, value_name = "A")]
+    pub from: String,
+    /// Called party.
+    #[arg(long, value_name = "B")]
+    pub to: String,
+    /// Owner node (default: the live node with the most room).
+    #[arg(long, value_name = "N")]
+    pub node: Option<u64>,
+    /// Gateway carrying the call.
+    #[arg(long, value_name = "G")]
+    pub gateway: Option<String>,
+}
+
+/// Arguments of `call update`.
+#[derive(Debug, Clone, Args)]
+pub struct CallUpdateArgs {
+    /// Call id.
+    pub call_id: String,
+    /// New state.
+    pub state: CallState,
+    /// Version last seen; without it the current version is read first.
+    #[arg(long, value_name = "V")]
+    pub expected_version: Option<u64>,
+}
+
+/// Arguments of `call end`.
+#[derive(Debug, Clone, Args)]
+pub struct CallEndArgs {
+    /// Call id.
+    pub call_id: String,
+    /// Only if the call is at this version (default: unconditionally).
+    #[arg(long, value_name = "V")]
+    pub expected_version: Option<u64>,
+}
+
+/// A call state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallState {
+    /// Being set up.
+    Setup,
+    /// The called party is alerted.
+    Ringing,
+    /// Answered.
+    Connected,
+    /// On hold.
+    Held,
+    /// Over.
+    Released,
+}
+
+impl CallState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Setup => "setup",
+            CallState::Ringing => "ringing",
+            CallState::Connected => "connected",
+            CallState::Held => "held",
+            CallState::Released => "released",
+        }
+    }
+}
+
+/// `node` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum NodeCommand {
+    /// Move calls off a node; a draining leader hands over leadership.
+    Drain {
+        /// Node id.
+        id: u64,
+    },
+}
+
+/// `cluster` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Add a node: learner first, voter once caught up (may need a longer --timeout).
+    Add {
+        /// Node id (> 0).
+        id: u64,
+        /// Its gRPC address, host:port.
+        #[arg(value_parser = conn::parse_endpoint)]
+        address: String,
+    },
+    /// Remove a node from the cluster (its calls are moved off first).
+    Remove {
+        /// Node id.
+        id: u64,
+    },
+}
+
+/// Arguments of `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// First log index wanted (default: only changes from now on).
+    #[arg(long, value_name = "I")]
+    pub from_index: Option<u64>,
+}
+
+/// Run one `ctl` command. The error, if any, is meant to be printed as one
+/// line (`{:#}`); nothing has been printed for it yet.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let conn = conn::Conn::new(args.endpoints, args.timeout);
+    exec::execute(&conn, args.json, args.command).await
+}
+
+/// `--timeout`: positive seconds, fractions allowed.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err("the timeout must be more than 0 seconds".into());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} seconds is too long"))
+}
+
+/// `--q`: a SIP q-value (0..=1) as the API's thousandths.
+///
+/// The API reads 0 as "the default" (1.0), so a value that rounds to 0 is
+/// refused instead of silently becoming the highest preference.
+fn parse_q(s: &str) -> Result<u32, String> {
+    let q: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a q-value (a decimal between 0 and 1, e.g. 0.5)"))?;
+    if !(0.0..=1.0).contains(&q) {
+        return Err(format!("q-value {s} is outside 0..=1"));
+    }
+    // In range, so the product is within 0.0..=1000.0 and the cast is exact.
+    let thousandths = (q * 1000.0).round() as u32;
+    if thousandths == 0 {
+        return Err(format!(
+            "q-value {s} rounds to 0, which the API reads as the default (1.0); use 0.001 or more"
+        ));
+    }
+    Ok(thousandths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The shape `main.rs` gives the command line.
+    #[derive(Debug, Parser)]
+    #[command(name = "switchboard")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Top,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Top {
+        Ctl(CtlArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
+        let argv = ["switchboard", "ctl"].iter().chain(args).copied();
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Top::Ctl(a) => a,
+        })
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let a = parse(&["--endpoints", "a:1,b:2", "--json", "status"]).unwrap();
+        assert_eq!(a.endpoints, ["a:1", "b:2"]);
+        assert!(a.json);
+        assert_eq!(a.timeout, Duration::from_secs(5));
+        assert!(matches!(a.command, CtlCommand::Status));
+
+        let a = parse(&["route", "95551234", "--json", "--timeout", "0.5"]).unwrap();
+        assert!(a.json);
+        assert_eq!(a.timeout, Duration::from_millis(500));
+        let CtlCommand::Route(r) = a.command else { panic!("not route") };
+        assert_eq!(r.digits, "95551234");
+        assert_eq!(r.origin_node, None);
+        assert!(!r.read.linearizable);
+    }
+
+    #[test]
+    fn bad_endpoints_and_timeouts_are_usage_errors() {
+        for bad in ["nohost", "host:", ":7001", "host:99999", "http://h:1", "a:1,", "::1:7001"] {
+            let e = parse(&["--endpoints", bad, "status"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+        assert!(parse(&["--endpoints", "[::1]:7001, localhost:7002", "status"]).is_ok());
+        for bad in ["0", "-1", "abc", "NaN", "1e300"] {
+            assert!(parse(&["--timeout", bad, "status"]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn register_parses_every_flag() {
+        let a = parse(&[
+            "register",
+            "1003",
+            "sip:1003@10.0.0.3:5060",
+            "--device",
+            "desk",
+            "--expires",
+            "600",
+            "--q",
+            "0.5",
+            "--node",
+            "2",
+            "--name",
+            "Desk phone",
+            "--mac",
+            "aa:bb:cc:dd:ee:ff",
+        ])
+        .unwrap();
+        let CtlCommand::Register(r) = a.command else { panic!("not register") };
+        assert_eq!(r.number, "1003");
+        assert_eq!(r.contact_uri, "sip:1003@10.0.0.3:5060");
+        assert_eq!(r.device.as_deref(), Some("desk"));
+        assert_eq!(r.expires, Some(600));
+        assert_eq!(r.q, Some(500));
+        assert_eq!(r.node, Some(2));
+        assert_eq!(r.name.as_deref(), Some("Desk phone"));
+        assert_eq!(r.mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
+
+        let e = parse(&["register", "1003", "sip:x", "--q", "1.5"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(parse(&["register", "1003"]).is_err());
+    }
+
+    #[test]
+    fn q_values_become_thousandths() {
+        assert_eq!(parse_q("1"), Ok(1000));
+        assert_eq!(parse_q("1.0"), Ok(1000));
+        assert_eq!(parse_q("0.5"), Ok(500));
+        assert_eq!(parse_q("0.001"), Ok(1));
+        assert_eq!(parse_q("0.1234"), Ok(123));
+        assert_eq!(parse_q("0.9996"), Ok(1000));
+        assert_eq!(parse_q(" .25 "), Ok(250));
+        for bad in ["1.001", "-0.1", "2", "abc", "", "NaN", "inf", "0", "0.0004"] {
+            assert!(parse_q(bad).is_err(), "{bad}");
+        }
+        assert!(parse_q("1.5").unwrap_err().contains("outside 0..=1"));
+        assert!(parse_q("0").unwrap_err().contains("default"));
+    }
+
+    #[test]
+    fn dialplan_put_needs_exactly_one_of_group_or_registered() {
+        let a = parse(&["dialplan", "put", "9@", "--group", "pstn", "--strip", "1"]).unwrap();
+        let CtlCommand::Dialplan(DialplanCommand::Put(p)) = a.command else {
+            panic!("not dialplan put")
+        };
+        assert_eq!(p.pattern, "9@");
+        assert_eq!(p.group.as_deref(), Some("pstn"));
+        assert!(!p.registered);
+        assert_eq!(p.strip, Some(1));
+
+        let a = parse(&["dialplan", "put", "1XXX", "--registered", "--priority", "3"]).unwrap();
+        let CtlCommand::Dialplan(DialplanCommand::Put(p)) = a.command else {
+            panic!("not dialplan put")
+        };
+        assert_eq!(p.group, None);
+        assert!(p.registered);
+        assert_eq!(p.priority, Some(3));
+
+        let both = parse(&["dialplan", "put", "1XXX", "--registered", "--group", "g"]);
+        assert_eq!(both.unwrap_err().kind(), clap::error::ErrorKind::ArgumentConflict);
+        let neither = parse(&["dialplan", "put", "1XXX"]);
+        assert_eq!(neither.unwrap_err().kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(parse(&["dialplan", "put", "1XXX", "--group", ""]).is_err());
+    }
+
+    #[test]
+    fn gateway_call_and_cluster_commands_parse() {
+        let a = parse(&["gateway", "report", "gw-east", "timeout", "--retry-after", "30"]).unwrap();
+        let CtlCommand::Gateway(GatewayCommand::Report(r)) = a.command else {
+            panic!("not gateway report")
+        };
+        assert_eq!((r.id.as_str(), r.outcome), ("gw-east", Outcome::Timeout));
+        assert_eq!(r.retry_after, Some(30));
+        let a = parse(&["gateway", "report", "gw", "ok"]).unwrap();
+        let CtlCommand::Gateway(GatewayCommand::Report(r)) = a.command else {
+            panic!("not gateway report")
+        };
+        assert_eq!(r.outcome.as_str(), "ok");
+        assert!(parse(&["gateway", "report", "gw", "maybe"]).is_err());
+        assert!(parse(&["gateway", "put", "gw", "10.0.0.1:5060"]).is_err()); // --group missing
+
+        let a = parse(&["call", "update", "c1", "connected", "--expected-version", "2"]).unwrap();
+        let CtlCommand::Call(CallCommand::Update(u)) = a.command else { panic!("not call update") };
+        assert_eq!(u.state, CallState::Connected);
+        assert_eq!(u.expected_version, Some(2));
+        assert!(parse(&["call", "update", "c1", "dancing"]).is_err());
+
+        let a = parse(&["call", "start", "c1", "--from", "1000", "--to", "1001"]).unwrap();
+        let CtlCommand::Call(CallCommand::Start(s)) = a.command else { panic!("not call start") };
+        assert_eq!((s.from.as_str(), s.to.as_str()), ("1000", "1001"));
+        assert!(parse(&["call", "start", "c1", "--from", "1000"]).is_err());
+
+        let a = parse(&["call", "list", "--node", "3", "--linearizable"]).unwrap();
+        assert!(matches!(
+            a.command,
+            CtlCommand::Call(CallCommand::List {
+                node: Some(3),
+                read: ReadArgs { linearizable: true }
+            })
+        ));
+
+        let a = parse(&["cluster", "add", "4", "127.0.0.1:7004"]).unwrap();
+        assert!(matches!(a.command, CtlCommand::Cluster(ClusterCommand::Add { id: 4, .. })));
+        assert!(parse(&["cluster", "add", "4", "not-an-address"]).is_err());
+        assert!(parse(&["node", "drain", "x"]).is_err());
+
+        let a = parse(&["watch", "--from-index", "17"]).unwrap();
+        assert!(matches!(a.command, CtlCommand::Watch(WatchArgs { from_index: Some(17) })));
+    }
+}
