@@ -1,0 +1,208 @@
+//! The real binary, as an operator runs it: three `switchboard serve`
+//! processes and `switchboard ctl` against them (exit codes, JSON shapes),
+//! and a node refusing a corrupted data directory.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ctl(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["ctl", "--endpoints", endpoints])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ctl")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "ctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn start_cluster(dir: &Path) -> (Nodes, String) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
+    let initial = initial.join(",");
+    let mut children = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let id = (i + 1).to_string();
+        children.push(
+            Command::new(BIN)
+                .args(["serve", "--id", &id, "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--initial-cluster", &initial])
+                .arg("--data")
+                .arg(dir.join(format!("n{id}")))
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start serve"),
+        );
+    }
+    let endpoints: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    (Nodes(children), endpoints.join(","))
+}
+
+#[test]
+fn ctl_against_three_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nodes, ep) = start_cluster(dir.path());
+
+    // status --json names the leader and every member (wait for the node table).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let out = ctl(&ep, &["--json", "status"]);
+        if out.status.success() {
+            let s = json(&out);
+            let members = s["members"].as_array().cloned().unwrap_or_default();
+            if s["leader_id"].as_u64().unwrap_or(0) != 0
+                && members.len() == 3
+                && members.iter().all(|m| m["status"] == "up")
+            {
+                break s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster not ready: {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ids: Vec<u64> =
+        status["members"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3]);
+
+    assert!(ctl(&ep, &["dialplan", "put", "1XXX", "--registered"]).status.success());
+    assert!(ctl(
+        &ep,
+        &["dialplan", "put", "9@", "--group", "pstn", "--strip", "1", "--prefix", "+1"]
+    )
+    .status
+    .success());
+    assert!(ctl(&ep, &["gateway", "put", "gw1", "127.0.0.1:5999", "--group", "pstn"])
+        .status
+        .success());
+    assert!(ctl(&ep, &["register", "1000", "sip:1000@10.0.0.1", "--device", "desk"])
+        .status
+        .success());
+
+    let r = json(&ctl(&ep, &["--json", "route", "1000", "--linearizable"]));
+    assert_eq!(r["targets"][0]["uri"], "sip:1000@10.0.0.1");
+    assert_eq!(r["targets"][0]["kind"], "device");
+    assert_eq!(r["targets"][0]["id"], "desk");
+    assert!(r["handling_node"].as_u64().unwrap() >= 1);
+    assert!(r.get("failure").is_none());
+
+    let r = json(&ctl(&ep, &["--json", "route", "95551234", "--linearizable"]));
+    assert_eq!(r["targets"][0]["uri"], "sip:+15551234@127.0.0.1:5999");
+
+    let r = json(&ctl(&ep, &["--json", "route", "555", "--linearizable"]));
+    assert_eq!(r["failure"]["code"], 404);
+
+    let c = json(&ctl(&ep, &["--json", "call", "start", "c1", "--from", "1000", "--to", "2000"]));
+    assert_eq!(
+        (c["call_id"].as_str(), c["state"].as_str(), c["version"].as_u64()),
+        (Some("c1"), Some("setup"), Some(1))
+    );
+    assert_ne!(c["owner"], c["standby"]);
+    let c =
+        json(&ctl(&ep, &["--json", "call", "update", "c1", "ringing", "--expected-version", "1"]));
+    assert_eq!(c["version"], 2);
+
+    // Errors: one line on stderr, exit code 1.
+    let out = ctl(&ep, &["call", "update", "c1", "connected", "--expected-version", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("expected 1, found 2"), "{err}");
+    let out = ctl(&ep, &["call", "get", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = ctl(&ep, &["route", "12a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: invalid argument"));
+    // Usage errors are clap's: exit code 2.
+    assert_eq!(ctl(&ep, &["dialplan", "put", "9@"]).status.code(), Some(2));
+}
+
+#[test]
+fn serve_refuses_a_corrupted_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("db"), vec![0x5Au8; 1 << 16]).unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--id", "1", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--initial-cluster", &format!("1=127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not refuse the corrupted directory");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(err.contains(&data.display().to_string()), "names the directory: {err}");
+    assert_eq!(std::fs::read(data.join("db")).unwrap(), vec![0x5Au8; 1 << 16], "left untouched");
+}
+
+#[test]
+fn serve_rejects_a_bad_config_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "id = 1\n[raft]\nheartbeat_ms = 500\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("election_min_ms"), "{err}");
+    std::fs::write(&cfg, "id = 1\nlisten = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}
