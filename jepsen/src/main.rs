@@ -1,0 +1,143 @@
+//! `switchboard-jepsen test ...`: run the chaos harness (see the README's
+//! "Chaos testing" section). Exit code 0 only when every run is valid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use clap::{Parser, Subcommand};
+use switchboard_jepsen::checker::Verdict;
+use switchboard_jepsen::nemesis::Kind;
+use switchboard_jepsen::run::{self, Options};
+use switchboard_jepsen::workload::Workload;
+
+/// Black-box chaos tests for a Switchboard cluster.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-jepsen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start a cluster, run workloads under faults, check the history.
+    Test(TestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Nodes in the cluster (3 or 5).
+    #[arg(long, default_value_t = 5)]
+    nodes: u64,
+    /// Seconds of load and faults per run.
+    #[arg(long, default_value_t = 60)]
+    time: u64,
+    /// Faults: partition,kill,pause,member (or none).
+    #[arg(long, default_value = "partition,kill,pause,member")]
+    nemesis: String,
+    /// Workloads: register,cas,set,local.
+    #[arg(long, default_value = "register,cas,set,local")]
+    workload: String,
+    /// Seed of the first run (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Runs, each with the next seed.
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
+    /// Clients per workload.
+    #[arg(long, default_value_t = 4)]
+    clients: u64,
+    /// Directory for run reports.
+    #[arg(long, default_value = "target/jepsen")]
+    out: PathBuf,
+    /// The `switchboard` binary (default: next to this one, built if missing).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Do not use network namespaces even as root.
+    #[arg(long)]
+    no_netns: bool,
+    /// Test-only node failpoint (see the node's failpoint module), e.g. stale-linearizable-reads.
+    #[arg(long)]
+    failpoint: Option<String>,
+    /// Per-key time limit of the linearizability checker, seconds.
+    #[arg(long, default_value_t = 60)]
+    check_time_limit: u64,
+}
+
+async fn test(args: TestArgs) -> Result<bool> {
+    let nemeses = Kind::parse_list(&args.nemesis)?;
+    let workloads = Workload::parse_list(&args.workload)?;
+    if args.nodes == 0 || args.nodes > 9 {
+        return Err(anyhow!("--nodes must be 1..=9"));
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let bin = run::node_binary(args.bin)?;
+    let mut node_env = Vec::new();
+    if let Some(fp) = args.failpoint {
+        node_env.push(("SWITCHBOARD_FAILPOINT".to_owned(), fp));
+    }
+    let mut all_valid = true;
+    let mut summaries = Vec::new();
+    for i in 0..args.runs {
+        let opts = Options {
+            nodes: args.nodes,
+            time_s: args.time,
+            nemeses: nemeses.clone(),
+            workloads: workloads.clone(),
+            seed: seed + i,
+            clients: args.clients,
+            bin: bin.clone(),
+            out: args.out.clone(),
+            netns: !args.no_netns,
+            node_env: node_env.clone(),
+            check_time_limit: Duration::from_secs(args.check_time_limit),
+        };
+        eprintln!("run {}/{} seed {}", i + 1, args.runs, opts.seed);
+        let outcome = run::run(&opts).await?;
+        eprintln!("{}", outcome.summary);
+        all_valid &= outcome.verdict == Verdict::Valid;
+        summaries.push(outcome.summary);
+    }
+    if args.runs > 1 {
+        for s in &summaries {
+            println!("{s}");
+        }
+    }
+    let valid = summaries.iter().filter(|s| s.starts_with("VALID")).count();
+    println!(
+        "{}: {valid}/{} runs valid (seed {seed}{})",
+        if all_valid { "VALID" } else { "NOT VALID" },
+        args.runs,
+        if args.runs > 1 { format!("..{}", seed + args.runs - 1) } else { String::new() }
+    );
+    Ok(all_valid)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(async {
+        match cli.command {
+            Cmd::Test(args) => test(args).await,
+        }
+    }) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Nemeses: faults scheduled against the cluster and written into the
+//! history, each healed before the next one and all healed before the final
+//! reads.
+//!
+//! - `partition`: random halves (majority / minority), isolating the
+//!   current leader, a majorities ring (every node sees a different
+//!   majority), and a one-way partition (a node stops hearing one peer);
+//! - `kill`: `kill -9` of a random node (sometimes the leader), restarted
+//!   from its data directory;
+//! - `pause`: SIGSTOP of a random node, SIGCONT later;
+//! - `member`: remove a node through the API, wipe it, start it empty and
+//!   add it back; or drain the leader (it hands leadership over).
+//!
+//! The schedule is seeded: one fault every few seconds, chosen from the
+//! enabled kinds, held for a few seconds, then healed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{RngExt, SeedableRng};
+
+use crate::api::Api;
+use crate::cluster::{Cluster, Mode};
+use crate::history::{NemesisEvent, NemesisPhase as Phase};
+
+/// Kinds of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Network partitions (netns mode only).
+    Partition,
+    /// kill -9 and restart.
+    Kill,
+    /// SIGSTOP / SIGCONT.
+    Pause,
+    /// Remove and re-add a node; drain the leader.
+    Member,
+}
+
+impl Kind {
+    /// Parse a comma-separated list (`partition,kill,pause,member`, or `none`).
+    pub fn parse_list(s: &str) -> Result<Vec<Kind>> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            out.push(match part {
+                "partition" => Kind::Partition,
+                "kill" => Kind::Kill,
+                "pause" => Kind::Pause,
+                "member" => Kind::Member,
+                "none" => continue,
+                other => return Err(anyhow!(
+                    "unknown nemesis {other:?}; expected partition, kill, pause, member or none"
+                )),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Shared clock and event log.
+#[derive(Clone)]
+pub struct Recorder {
+    start: Instant,
+    events: Arc<Mutex<Vec<NemesisEvent>>>,
+}
+
+impl Recorder {
+    /// A recorder whose time zero is `start`.
+    pub fn new(start: Instant) -> Self {
+        Recorder { start, events: Arc::default() }
+    }
+
+    /// Nanoseconds since the run started.
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn record(&self, phase: Phase, kind: &str, detail: String) {
+        let e = NemesisEvent { at_ns: self.now_ns(), kind: kind.to_owned(), detail, phase };
+        eprintln!("nemesis {:>7.2}s {:?} {kind} {}", e.at_ns as f64 / 1e9, e.phase, e.detail);
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+    }
+
+    /// Everything recorded so far.
+    pub fn events(&self) -> Vec<NemesisEvent> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The fault scheduler.
+pub struct Nemesis {
+    cluster: Arc<Mutex<Cluster>>,
+    api: Api,
+    kinds: Vec<Kind>,
+    rng: StdRng,
+    rec: Recorder,
+    /// Nodes removed from the membership and not yet re-added.
+    removed: Vec<u64>,
+}
+
+fn lock(c: &Arc<Mutex<Cluster>>) -> std::sync::MutexGuard<'_, Cluster> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Nemesis {
+    /// A scheduler over `kinds`; partitions are dropped in local mode.
+    pub fn new(
+        cluster: Arc<Mutex<Cluster>>,
+        api: Api,
+        mut kinds: Vec<Kind>,
+        seed: u64,
+        rec: Recorder,
+    ) -> Self {
+        if lock(&cluster).mode == Mode::Local {
+            kinds.retain(|k| *k != Kind::Partition);
+        }
+        Nemesis {
+            cluster,
+            api,
+            kinds,
+            rng: StdRng::seed_from_u64(seed ^ 0x6e656d65),
+            rec,
+            removed: Vec::new(),
+        }
+    }
+
+    /// The kinds actually scheduled.
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+
+    /// Run faults until `until`, then heal everything.
+    pub async fn run(mut self, until: Instant) -> Vec<NemesisEvent> {
+        if !self.kinds.is_empty() {
+            // Let the workload warm up on a healthy cluster first.
+            self.sleep_until(Instant::now() + Duration::from_secs(2), until).await;
+            while Instant::now() + Duration::from_secs(2) < until {
+                let kind = *self.kinds.choose(&mut self.rng).unwrap_or(&Kind::Kill);
+                let hold = Duration::from_millis(self.rng.random_range(1_500..4_000));
+                if let Err(e) = self.fault(kind, hold, until).await {
+                    self.rec.record(Phase::Stop, "nemesis-error", e.to_string());
+                    self.heal_all().await;
+                }
+                let quiet = Duration::from_millis(self.rng.random_range(1_000..3_000));
+                self.sleep_until(Instant::now() + quiet, until).await;
+            }
+        }
+        self.heal_all().await;
+        self.rec.events()
+    }
+
+    async fn sleep_until(&self, t: Instant, until: Instant) {
+        let t = t.min(until);
+        tokio::time::sleep(t.saturating_duration_since(Instant::now())).await;
+    }
+
+    fn live(&self) -> Vec<u64> {
+        lock(&self.cluster).ids().iter().copied().filter(|id| !self.removed.contains(id)).collect()
+    }
+
+    async fn fault(&mut self, kind: Kind, hold: Duration, until: Instant) -> Result<()> {
+        let live = self.live();
+        let leader = self.api.leader(&live).await;
+        match kind {
+            Kind::Partition => {
+                let choice = self.rng.random_range(0..4);
+                let mut nodes = live.clone();
+                nodes.shuffle(&mut self.rng);
+                let (name, detail) = match (choice, leader) {
+                    (0, _) | (1, None) => {
+                        let cut = nodes.len() / 2;
+                        let (a, b) = nodes.split_at(cut);
+                        let groups = vec![a.to_vec(), b.to_vec()];
+                        lock(&self.cluster).partition(&groups)?;
+                        ("partition-halves", format!("{groups:?}"))
+                    }
+                    (1, Some(l)) => {
+                        let rest: Vec<u64> = live.iter().copied().filter(|&n| n != l).collect();
+                        lock(&self.cluster).partition(&[vec![l], rest])?;
+                        ("partition-leader", format!("isolated leader {l}"))
+                    }
+                    (2, _) => {
+                        // Ring: node i hears only its neighbours; with 5 nodes
+                        // every node sees a majority, but a different one.
+                        let n = nodes.len();
+                        let mut c = lock(&self.cluster);
+                        for (i, &a) in nodes.iter().enumerate() {
+                            for (j, &b) in nodes.iter().enumerate() {
+                                let d = (i + n - j) % n;
+                                if i != j && d != 1 && d != n - 1 {
+                                    c.block(a, b)?;
+                                }
+                            }
+                        }
+                        ("partition-ring", format!("ring {nodes:?}"))
+                    }
+                    _ => {
+                        let (a, b) = (nodes[0], nodes[1]);
+                        lock(&self.cluster).block(a, b)?;
+                        ("partition-one-way", format!("{a} stops hearing {b}"))
+                    }
+                };
+                self.rec.record(Phase::Start, name, detail.clone());
+                self.sleep_until(Instant::now() + hold, until).await;
+                lock(&self.cluster).heal()?;
+                self.rec.record(Phase::Stop, name, detail);
+            }
+            Kind::Kill => {
+                let victim = match leader {
+                    Some(l) if self.rng.random_bool(0.5) => l,
+                    _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
+                };
+                lock(&self.cluster).kill(victim)?;
+                self.rec.record(Phase::Start, "kill", format!("kill -9 node {victim}"));
+                self.sleep_until(Instant::now() + hold, until).await;
+                lock(&self.cluster).start(victim, false)?;
+                self.rec.record(Phase::Stop, "kill", format!("restarted node {victim}"));
+            }
+            Kind::Pause => {
+                let victim = match leader {
+                    Some(l) if self.rng.random_bool(0.5) => l,
+                    _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
+                };
+                lock(&self.cluster).pause(victim)?;
+                self.rec.record(Phase::Start, "pause", format!("SIGSTOP node {victim}"));
+                self.sleep_until(Instant::now() + hold, until).await;
+                lock(&self.cluster).resume(victim)?;
+                self.rec.record(Phase::Stop, "pause", format!("SIGCONT node {victim}"));
+            }
+            Kind::Member => {
+                if self.rng.random_bool(0.5) {
+                    let Some(l) = leader else { return Err(anyhow!("no leader to drain")) };
+                    self.rec.record(Phase::Start, "drain-leader", format!("drain node {l}"));
+                    let r = self.api.drain(l, &live).await;
+                    self.rec.record(Phase::Stop, "drain-leader", format!("drain node {l}: {r:?}"));
+                } else {
+                    let candidates: Vec<u64> =
+                        live.iter().copied().filter(|&n| Some(n) != leader).collect();
+                    let victim =
+                        *candidates.choose(&mut self.rng).ok_or_else(|| anyhow!("no follower"))?;
+                    let via: Vec<u64> = live.iter().copied().filter(|&n| n != victim).collect();
+                    self.rec.record(Phase::Start, "member-remove", format!("remove node {victim}"));
+                    self.api.remove_node(victim, &via).await?;
+                    self.removed.push(victim);
+                    {
+                        let mut c = lock(&self.cluster);
+                        c.terminate(victim)?;
+                        c.wipe(victim)?;
+                    }
+                    self.sleep_until(Instant::now() + hold, until).await;
+                    self.readd(victim, &via).await?;
+                    self.rec.record(
+                        Phase::Stop,
+                        "member-remove",
+                        format!("re-added node {victim}"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn readd(&mut self, id: u64, via: &[u64]) -> Result<()> {
+        lock(&self.cluster).start(id, false)?;
+        let mut last = anyhow!("not tried");
+        for _ in 0..10 {
+            match self.api.add_node(id, via).await {
+                Ok(()) => {
+                    self.removed.retain(|&n| n != id);
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(last)
+    }
+
+    /// Heal partitions, resume paused nodes, restart dead ones, re-add removed ones.
+    pub async fn heal_all(&mut self) {
+        let ids = {
+            let mut c = lock(&self.cluster);
+            let _ = c.heal();
+            for id in c.paused() {
+                let _ = c.resume(id);
+            }
+            c.ids().to_vec()
+        };
+        for &id in &ids {
+            if self.removed.contains(&id) {
+                continue;
+            }
+            let mut c = lock(&self.cluster);
+            if !c.is_running(id) {
+                let _ = c.start(id, false);
+            }
+        }
+        for id in self.removed.clone() {
+            let via: Vec<u64> =
+                ids.iter().copied().filter(|&n| n != id && !self.removed.contains(&n)).collect();
+            if let Err(e) = self.readd(id, &via).await {
+                self.rec.record(Phase::Stop, "nemesis-error", format!("re-adding node {id}: {e}"));
+            }
+        }
+        self.rec.record(Phase::Stop, "heal", "all faults healed".into());
+    }
+}

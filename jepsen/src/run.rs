@@ -1,0 +1,273 @@
+//! One test run: start the cluster, run the workloads with the nemeses for
+//! the given time, heal, make the final reads, check, and write the report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::api::Api;
+use crate::checker::{self, CheckOptions, Verdict};
+use crate::cluster::{Cluster, Mode};
+use crate::history::{Call, Op};
+use crate::model::{check_set, CasModel, RegisterModel};
+use crate::nemesis::{Kind, Nemesis, Recorder};
+use crate::report::{self, Counts, Results, WorkloadResult};
+use crate::workload::{self, check_local, Client, Recorded, Workload};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Number of nodes.
+    pub nodes: u64,
+    /// Seconds of load and faults.
+    pub time_s: u64,
+    /// Nemeses.
+    pub nemeses: Vec<Kind>,
+    /// Workloads.
+    pub workloads: Vec<Workload>,
+    /// Seed of the schedule and the clients.
+    pub seed: u64,
+    /// Clients per workload (the local workload uses one per node).
+    pub clients: u64,
+    /// The node binary.
+    pub bin: PathBuf,
+    /// Where run directories go.
+    pub out: PathBuf,
+    /// Use network namespaces when root (else local processes).
+    pub netns: bool,
+    /// Environment for every node (e.g. a test-only failpoint).
+    pub node_env: Vec<(String, String)>,
+    /// Per-key checker time limit.
+    pub check_time_limit: Duration,
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Combined verdict.
+    pub verdict: Verdict,
+    /// The run's directory.
+    pub dir: PathBuf,
+    /// One-line summary.
+    pub summary: String,
+}
+
+/// The node binary: `explicit`, or `switchboard` in the target directory
+/// this executable was built into (built with cargo, in the same profile,
+/// when missing). The harness runs the binary; it never links the node.
+pub fn node_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let me = std::env::current_exe().context("locating this executable")?;
+    let dir = me.parent().ok_or_else(|| anyhow!("no parent directory of {}", me.display()))?;
+    let dir = if dir.ends_with("deps") { dir.parent().unwrap_or(dir) } else { dir };
+    let bin = dir.join("switchboard");
+    if !bin.exists() {
+        eprintln!("building the node binary ({})", bin.display());
+        let mut cmd =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "switchboard"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build -p switchboard")?;
+        if !status.success() || !bin.exists() {
+            return Err(anyhow!("could not build {}; pass --bin", bin.display()));
+        }
+    }
+    Ok(bin)
+}
+
+/// Run once.
+pub async fn run(opts: &Options) -> Result<Outcome> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dir = opts.out.join(format!("run-{stamp}-seed{}", opts.seed));
+    let cluster_dir = dir.join("cluster");
+    let cluster =
+        Cluster::new(opts.nodes, opts.bin.clone(), cluster_dir, opts.netns, opts.node_env.clone())?;
+    let mode = cluster.mode;
+    let cluster = Arc::new(Mutex::new(cluster));
+    let result = run_in(opts, &dir, cluster.clone(), mode).await;
+    // Always stop the nodes and remove the network, then keep their logs.
+    let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+    c.teardown();
+    let _ = c.collect_logs(&dir);
+    // The nodes' data directories are large and of no use after the check.
+    let _ = std::fs::remove_dir_all(dir.join("cluster"));
+    result
+}
+
+async fn run_in(
+    opts: &Options,
+    dir: &std::path::Path,
+    cluster: Arc<Mutex<Cluster>>,
+    mode: Mode,
+) -> Result<Outcome> {
+    let addrs: BTreeMap<u64, String> = {
+        let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        for id in 1..=opts.nodes {
+            c.start(id, true)?;
+        }
+        (1..=opts.nodes).map(|id| (id, c.addr(id))).collect()
+    };
+    let api = Api::new(&addrs)?;
+    let ids = api.ids();
+    wait_healthy(&api, &ids, Duration::from_secs(60)).await.context("cluster did not come up")?;
+
+    let start = Instant::now();
+    let rec = Recorder::new(start);
+    let out = Arc::new(Recorded::default());
+    let until = start + Duration::from_secs(opts.time_s);
+    let mut tasks = Vec::new();
+    let mut process = 0;
+    for &w in &opts.workloads {
+        let n = if w == Workload::Local { opts.nodes } else { opts.clients };
+        for i in 0..n {
+            process += 1;
+            let node = ids[(i as usize) % ids.len()];
+            let client =
+                Client::new(process, node, api.clone(), rec.clone(), out.clone(), opts.seed);
+            tasks.push(tokio::spawn(client.run(w, until)));
+        }
+    }
+    let nemesis =
+        Nemesis::new(cluster.clone(), api.clone(), opts.nemeses.clone(), opts.seed, rec.clone());
+    let kinds: Vec<String> =
+        nemesis.kinds().iter().map(|k| format!("{k:?}").to_lowercase()).collect();
+    let nemesis_task = tokio::spawn(nemesis.run(until));
+    for t in tasks {
+        let _ = t.await;
+    }
+    let events = nemesis_task.await.map_err(|e| anyhow!("nemesis task: {e}"))?;
+
+    // Healed: wait for the cluster, then the final reads.
+    wait_healthy(&api, &ids, Duration::from_secs(60))
+        .await
+        .context("cluster did not recover after healing")?;
+    if opts.workloads.contains(&Workload::Set) {
+        workload::final_set_read(&api, &rec, &out, Instant::now() + Duration::from_secs(30))
+            .await?;
+    }
+    let end_s = rec.now_ns() as f64 / 1e9;
+    let ops = out.ops();
+    let locals = out.locals();
+
+    // Check, per workload.
+    let check_opts = CheckOptions {
+        budget: checker::Budget {
+            time_limit: Some(opts.check_time_limit),
+            ..checker::Budget::default()
+        },
+        threads: None,
+    };
+    let mut workloads = BTreeMap::new();
+    let mut anomalies = Vec::new();
+    let of = |pred: fn(&Call) -> bool| -> Vec<Op> {
+        ops.iter().filter(|o| pred(&o.call)).cloned().collect()
+    };
+    for &w in &opts.workloads {
+        let (verdict, counts, detail) = match w {
+            Workload::Register => {
+                let h = of(|c| {
+                    matches!(c, Call::Register { .. } | Call::Lookup | Call::Unregister { .. })
+                });
+                let r = checker::check(&RegisterModel, &h, &check_opts)?;
+                anomalies.extend(report::linearizability_anomalies("register", &r, &h));
+                (r.verdict, Counts::of(&h), serde_json::to_value(&r)?)
+            }
+            Workload::Cas => {
+                let h = of(|c| matches!(c, Call::Start { .. } | Call::Cas { .. } | Call::Read));
+                let r = checker::check(&CasModel, &h, &check_opts)?;
+                anomalies.extend(report::linearizability_anomalies("cas", &r, &h));
+                (r.verdict, Counts::of(&h), serde_json::to_value(&r)?)
+            }
+            Workload::Set => {
+                let h = of(|c| matches!(c, Call::Add { .. } | Call::ReadSet));
+                let r = check_set(&h);
+                anomalies.extend(report::set_anomalies(&r));
+                (r.verdict, Counts::of(&h), serde_json::to_value(&r)?)
+            }
+            Workload::Local => {
+                let r = check_local(&locals, &ops);
+                anomalies.extend(report::local_anomalies(&r));
+                let v = if r.valid() { Verdict::Valid } else { Verdict::Invalid };
+                let counts = Counts { ok: r.reads, fail: 0, info: 0 };
+                (v, counts, serde_json::to_value(&r)?)
+            }
+        };
+        workloads.insert(w.name().to_owned(), WorkloadResult { counts, verdict, detail });
+    }
+    let verdict = Verdict::combine(workloads.values().map(|w| w.verdict));
+    let mode_text = match mode {
+        Mode::Netns => "netns: one network namespace per node, partitions with nftables".to_owned(),
+        Mode::Local => {
+            "local: processes on 127.0.0.1 (not root, or ip/nft missing): no partition faults"
+                .to_owned()
+        }
+    };
+    let faults = events.iter().filter(|e| e.phase == crate::history::NemesisPhase::Start).count();
+    let results = Results {
+        valid: report::verdict_json(verdict),
+        seed: opts.seed,
+        nodes: opts.nodes,
+        time_s: opts.time_s,
+        mode: mode_text,
+        nemeses: kinds,
+        faults,
+        workloads,
+        anomalies,
+    };
+    report::write(dir, &results, &ops, &events, &locals, end_s)?;
+    let per: Vec<String> = results
+        .workloads
+        .iter()
+        .map(|(name, w)| {
+            format!(
+                "{name} {:?} ({} ok/{} fail/{} info)",
+                w.verdict, w.counts.ok, w.counts.fail, w.counts.info
+            )
+        })
+        .collect();
+    let summary = format!(
+        "{}: seed {} nodes {} {}s faults {} [{}] {}",
+        match verdict {
+            Verdict::Valid => "VALID",
+            Verdict::Invalid => "INVALID",
+            Verdict::Unknown => "UNKNOWN",
+        },
+        opts.seed,
+        opts.nodes,
+        opts.time_s,
+        faults,
+        per.join("; "),
+        dir.display()
+    );
+    Ok(Outcome { verdict, dir: dir.to_path_buf(), summary })
+}
+
+/// Wait until every node answers and they agree on a leader.
+async fn wait_healthy(api: &Api, ids: &[u64], timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut leaders = Vec::new();
+        for &id in ids {
+            match api.status(id, Duration::from_millis(500)).await {
+                Ok(s) => leaders.push(s.leader_id),
+                Err(_) => leaders.push(0),
+            }
+        }
+        if leaders[0] != 0 && leaders.iter().all(|&l| l == leaders[0]) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("leaders seen: {leaders:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
