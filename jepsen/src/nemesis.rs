@@ -26,6 +26,10 @@ use crate::api::Api;
 use crate::cluster::{Cluster, Mode};
 use crate::history::{NemesisEvent, NemesisPhase as Phase};
 
+/// Kind of the point event recorded when a node's data directory is wiped
+/// (its detail is the node id).
+pub const WIPE: &str = "wipe";
+
 /// Kinds of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -50,9 +54,11 @@ impl Kind {
                 "pause" => Kind::Pause,
                 "member" => Kind::Member,
                 "none" => continue,
-                other => return Err(anyhow!(
+                other => {
+                    return Err(anyhow!(
                     "unknown nemesis {other:?}; expected partition, kill, pause, member or none"
-                )),
+                ))
+                }
             });
         }
         Ok(out)
@@ -249,6 +255,9 @@ impl Nemesis {
                         c.terminate(victim)?;
                         c.wipe(victim)?;
                     }
+                    // The detail is just the node id: the LOCAL-read audit
+                    // treats the node as a new incarnation from here on.
+                    self.rec.record(Phase::Stop, WIPE, victim.to_string());
                     self.sleep_until(Instant::now() + hold, until).await;
                     self.readd(victim, &via).await?;
                     self.rec.record(

@@ -93,7 +93,11 @@ pub async fn run(opts: &Options) -> Result<Outcome> {
         Cluster::new(opts.nodes, opts.bin.clone(), cluster_dir, opts.netns, opts.node_env.clone())?;
     let mode = cluster.mode;
     let cluster = Arc::new(Mutex::new(cluster));
-    let result = run_in(opts, &dir, cluster.clone(), mode).await;
+    // Ctrl-C (or SIGTERM) ends the run early but still tears everything down.
+    let result = tokio::select! {
+        r = run_in(opts, &dir, cluster.clone(), mode) => r,
+        _ = interrupted() => Err(anyhow!("interrupted; cluster stopped and network removed")),
+    };
     // Always stop the nodes and remove the network, then keep their logs.
     let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
     c.teardown();
@@ -194,7 +198,12 @@ async fn run_in(
                 (r.verdict, Counts::of(&h), serde_json::to_value(&r)?)
             }
             Workload::Local => {
-                let r = check_local(&locals, &ops);
+                let wipes: Vec<(u64, u64)> = events
+                    .iter()
+                    .filter(|e| e.kind == crate::nemesis::WIPE)
+                    .filter_map(|e| Some((e.detail.parse().ok()?, e.at_ns)))
+                    .collect();
+                let r = check_local(&locals, &ops, &wipes);
                 anomalies.extend(report::local_anomalies(&r));
                 let v = if r.valid() { Verdict::Valid } else { Verdict::Invalid };
                 let counts = Counts { ok: r.reads, fail: 0, info: 0 };
@@ -249,6 +258,18 @@ async fn run_in(
         dir.display()
     );
     Ok(Outcome { verdict, dir: dir.to_path_buf(), summary })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// Wait until every node answers and they agree on a leader.

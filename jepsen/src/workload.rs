@@ -524,7 +524,12 @@ impl LocalResult {
 }
 
 /// Check LOCAL reads against everything the register workload tried to write.
-pub fn check_local(locals: &[LocalRead], history: &[Op]) -> LocalResult {
+///
+/// `wipes` are (node, time) pairs at which the harness wiped a node's data
+/// directory before adding it back: after a wipe the node is a new member
+/// catching up from nothing, so its reads are compared only with reads of
+/// the same incarnation.
+pub fn check_local(locals: &[LocalRead], history: &[Op], wipes: &[(u64, u64)]) -> LocalResult {
     let written: BTreeSet<(&str, &str)> = history
         .iter()
         .filter_map(|op| match &op.call {
@@ -542,9 +547,10 @@ pub fn check_local(locals: &[LocalRead], history: &[Op]) -> LocalResult {
     }
     // Per node, in completion order: a read that *began* after an earlier
     // read *ended* must not show an older state.
-    let mut by_node: BTreeMap<u64, Vec<&LocalRead>> = BTreeMap::new();
+    let mut by_node: BTreeMap<(u64, usize), Vec<&LocalRead>> = BTreeMap::new();
     for r in locals {
-        by_node.entry(r.node).or_default().push(r);
+        let incarnation = wipes.iter().filter(|(n, at)| *n == r.node && *at <= r.invoke_ns).count();
+        by_node.entry((r.node, incarnation)).or_default().push(r);
     }
     for reads in by_node.values_mut() {
         reads.sort_by_key(|r| r.complete_ns);
@@ -619,13 +625,17 @@ mod tests {
             read(1, Some("sip:a"), Some(3), 7, 20),
             read(2, None, None, 1, 30),
         ];
-        assert!(check_local(&ok, &h).valid());
+        assert!(check_local(&ok, &h, &[]).valid());
         let invented = vec![read(1, Some("sip:zzz"), Some(3), 7, 20)];
-        assert_eq!(check_local(&invented, &h).invented.len(), 1);
+        assert_eq!(check_local(&invented, &h, &[]).invented.len(), 1);
         let back =
             vec![read(1, Some("sip:b"), Some(5), 9, 10), read(1, Some("sip:a"), Some(3), 8, 20)];
-        let r = check_local(&back, &h);
+        let r = check_local(&back, &h, &[]);
         assert_eq!(r.backwards.len(), 2, "{r:?}");
+        // A wipe of node 1 at t=15 starts a new incarnation: not backwards.
+        assert!(check_local(&back, &h, &[(1, 15)]).valid());
+        // A wipe of another node does not excuse node 1.
+        assert!(!check_local(&back, &h, &[(2, 15)]).valid());
     }
 
     #[test]

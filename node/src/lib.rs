@@ -127,6 +127,12 @@ pub async fn run(
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<RegistrarServer<grpc::registrar::RegistrarService>>().await;
+    health_reporter.set_serving::<RouterServer<grpc::router::RouterService>>().await;
+    health_reporter.set_serving::<GatewaysServer<grpc::gateways::GatewaysService>>().await;
+    health_reporter.set_serving::<DialPlanServer<grpc::dialplan::DialPlanService>>().await;
+    health_reporter.set_serving::<CallsServer<grpc::calls::CallsService>>().await;
+    health_reporter.set_serving::<EventsServer<grpc::events::EventsService>>().await;
+    health_reporter.set_serving::<ClusterServer<grpc::cluster::ClusterService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET)
         .build_v1()

@@ -248,6 +248,22 @@ impl Node {
 
     /// Wait until a read at `consistency` may be served from the local state.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
+        // A node that has not joined a cluster (empty data directory, waiting
+        // to be added) has no state to speak of: it must not answer "not
+        // registered" for numbers it simply has not heard of yet.
+        let joined = self
+            .inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .next()
+            .is_some();
+        if !joined {
+            return Err(ApiError::unavailable("this node has not joined a cluster yet"));
+        }
         // The failpoint (tests only) makes every read a local one: the chaos
         // harness must then find stale reads.
         if consistency == Consistency::Local || crate::failpoint::stale_linearizable_reads() {
@@ -255,19 +271,36 @@ impl Node {
         }
         let deadline = Instant::now() + self.inner.config.write_timeout();
         let fut = async {
-            let leader = match self.leader() {
-                Some(l) => l,
-                None => self
-                    .wait_for_leader(deadline)
-                    .await
-                    .ok_or_else(|| ApiError::unavailable("no leader elected yet"))?,
-            };
-            let index = if leader.0 == self.id() {
-                self.read_index_here().await?
-            } else {
-                self.read_index_at(&leader).await?
-            };
-            self.inner
+            // A read index is safe to ask for again, so when the leader
+            // changes (or stops answering: a paused leader keeps its TCP
+            // connections) the request moves to the new leader instead of
+            // waiting for the old one until the deadline.
+            let mut last = ApiError::unavailable("no leader elected yet");
+            let index = loop {
+                let leader = match self.leader() {
+                    Some(l) => l,
+                    None => self.wait_for_leader(deadline).await.ok_or(last)?,
+                };
+                let asked = async {
+                    if leader.0 == self.id() {
+                        self.read_index_here().await
+                    } else {
+                        self.read_index_at(&leader).await
+                    }
+                };
+                tokio::select! {
+                    r = asked => match r {
+                        Ok(index) => break index,
+                        Err(e) => {
+                            last = e;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    },
+                    _ = self.leader_changed_from(leader.0) => {
+                        last = ApiError::unavailable("leader changed during the read index");
+                    }
+                }
+            };            self.inner
                 .raft
                 .wait(None)
                 .applied_index_at_least(Some(index), "linearizable read")
@@ -295,6 +328,19 @@ impl Node {
                 Err(ApiError::unavailable(format!("leadership not confirmed by a quorum: {q}")))
             }
             Err(RaftError::Fatal(f)) => Err(ApiError::unavailable(format!("raft stopped: {f}"))),
+        }
+    }
+
+    /// Completes once this node sees a leader other than `leader` (or none).
+    async fn leader_changed_from(&self, leader: NodeId) {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if rx.borrow_and_update().current_leader != Some(leader) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
     }
 

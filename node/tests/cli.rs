@@ -206,3 +206,52 @@ fn serve_rejects_a_bad_config_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
 }
+
+#[test]
+fn metrics_are_served_as_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let _node = Nodes(vec![Command::new(BIN)
+        .args(["serve", "--id", "1", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--initial-cluster", &format!("1=127.0.0.1:{port}")])
+        .args(["--metrics", &format!("127.0.0.1:{mport}")])
+        .arg("--data")
+        .arg(dir.path().join("n1"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()]);
+    let ep = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ctl(&ep, &["dialplan", "put", "1XXX", "--registered"]).status.success() {
+        assert!(Instant::now() < deadline, "node did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ctl(&ep, &["gateway", "put", "gw1", "127.0.0.1:5999", "--group", "pstn"])
+        .status
+        .success());
+    assert!(ctl(&ep, &["gateway", "report", "gw1", "timeout"]).status.success());
+    assert!(ctl(&ep, &["route", "1234"]).status.success());
+    let scrape = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", mport)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = scrape().unwrap_or_default();
+        let ok = body.contains("switchboard_route_requests_total{node=\"1\",result=\"404\"} 1")
+            && body.contains("switchboard_gateway_timeouts{node=\"1\",gateway=\"gw1\"} 1")
+            && body.contains("switchboard_raft_is_leader{node=\"1\"} 1");
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics missing:\n{body}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
