@@ -21,6 +21,8 @@ enum Cmd {
     Dev(cli::dev::DevArgs),
     /// Talk to a running cluster (an etcdctl-like client).
     Ctl(cli::ctl::CtlArgs),
+    /// Measure a local cluster: write and redirect throughput and latency, failover time.
+    Bench(cli::bench::BenchArgs),
 }
 
 /// Structured logs on stderr; `RUST_LOG` wins over the configured level.
@@ -58,6 +60,10 @@ fn main() -> ExitCode {
             }
             // No tracing for ctl: its output is its answer, errors are one line.
             Cmd::Ctl(args) => cli::ctl::run(args).await,
+            Cmd::Bench(args) => {
+                init_tracing("warn");
+                cli::bench::bench(args).await
+            }
         }
     });
     match result {

@@ -56,7 +56,7 @@ struct Inner {
 }
 
 /// Most attempts of one write (each after a "not the leader" answer).
-const MAX_WRITE_ATTEMPTS: usize = 5;
+const MAX_WRITE_ATTEMPTS: usize = 8;
 
 impl Node {
     /// Assemble a node from its parts.
@@ -140,10 +140,6 @@ impl Node {
     async fn write_until(&self, command: Command, deadline: Instant) -> Result<Written, ApiError> {
         let mut last = ApiError::unavailable("no leader elected yet");
         for attempt in 0..MAX_WRITE_ATTEMPTS {
-            if attempt > 0 {
-                // Give an election or a membership change a moment.
-                tokio::time::sleep(Duration::from_millis(20 << attempt.min(4))).await;
-            }
             let leader = match self.leader() {
                 Some(l) => l,
                 None => match self.wait_for_leader(deadline).await {
@@ -157,7 +153,14 @@ impl Node {
                 self.forward(&leader, &command).await
             };
             match result {
-                Err(e @ ApiError::Unavailable { .. }) => last = e,
+                // Certainly not applied: try again once the cluster has
+                // moved on (a new leader, typically after an election), or
+                // after a short pause if this node still sees the same one.
+                Err(e @ ApiError::Unavailable { .. }) => {
+                    last = e;
+                    let pause = Duration::from_millis(25 << attempt.min(4));
+                    let _ = tokio::time::timeout(pause, self.leader_changed_from(leader.0)).await;
+                }
                 other => return other,
             }
         }

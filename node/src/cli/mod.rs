@@ -1,6 +1,7 @@
 //! The command line: `serve` (one node), `dev` (a local cluster) and `ctl`
 //! (an etcdctl-like client).
 
+pub mod bench;
 pub mod ctl;
 pub mod dev;
 pub mod serve;

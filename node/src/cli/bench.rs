@@ -1,0 +1,354 @@
+//! `switchboard bench`: measure a real local cluster and print figures.
+//!
+//! Starts `--nodes` real `serve` processes (this binary) on 127.0.0.1 in a
+//! temporary directory, then measures, through the public gRPC API:
+//! - writes: `Register` from C concurrent clients spread over all nodes,
+//!   for each C in `--clients` (throughput, p50 / p99 latency);
+//! - redirects: `Route` from local state at one node, first flat out, then
+//!   at half that rate (p50 / p99 at half load);
+//! - failover: `kill -9` of the leader while one client writes in a loop,
+//!   repeated `--failovers` times: the gap between the last write
+//!   acknowledged before the kill and the first one after (median).
+//!
+//! Figures are medians over the measurement, never a pass/fail: the
+//! machine this runs on decides the numbers. Every loop is bounded in time.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use switchboard_proto::v1 as pb;
+use switchboard_proto::v1::cluster_client::ClusterClient;
+use switchboard_proto::v1::dial_plan_client::DialPlanClient;
+use switchboard_proto::v1::gateways_client::GatewaysClient;
+use switchboard_proto::v1::registrar_client::RegistrarClient;
+use switchboard_proto::v1::router_client::RouterClient;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// Flags of `switchboard bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// Concurrent write clients, one measurement each (comma-separated).
+    #[arg(long, default_value = "1,64,256", value_delimiter = ',')]
+    pub clients: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Leader kills to time.
+    #[arg(long, default_value_t = 5)]
+    pub failovers: usize,
+    /// gRPC port of node 1 (node i listens on base-port + i - 1).
+    #[arg(long, default_value_t = 17_101)]
+    pub base_port: u16,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    addrs: Vec<String>,
+    children: Vec<Option<Child>>,
+    exe: PathBuf,
+}
+
+impl Cluster {
+    async fn start(nodes: u16, base_port: u16) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir().context("temporary directory")?;
+        let exe = std::env::current_exe()?;
+        let addrs: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", base_port + i)).collect();
+        let mut c = Cluster { dir, addrs, children: Vec::new(), exe };
+        for id in 1..=nodes as usize {
+            let child = c.spawn(id, true)?;
+            c.children.push(Some(child));
+        }
+        Ok(c)
+    }
+
+    fn spawn(&self, id: usize, bootstrap: bool) -> anyhow::Result<Child> {
+        let initial: Vec<String> = self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["serve", "--id", &id.to_string(), "--listen", &self.addrs[id - 1]])
+            .arg("--data")
+            .arg(self.dir.path().join(format!("n{id}")))
+            .args(["--capacity", "0"])
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if bootstrap {
+            cmd.args(["--initial-cluster", &initial.join(",")]);
+        }
+        Ok(cmd.spawn()?)
+    }
+
+    /// The node that itself says it leads (a restarted node may still
+    /// report an old leader for a moment).
+    async fn confirmed_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            for i in 0..self.addrs.len() {
+                if self.children[i].is_none() {
+                    continue;
+                }
+                let mut req = tonic::Request::new(pb::StatusRequest {});
+                req.set_timeout(Duration::from_millis(500));
+                if let Ok(s) = ClusterClient::new(self.channel(i)).status(req).await {
+                    let s = s.into_inner();
+                    if s.state == "leader" {
+                        return Ok(s.node_id);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("no node says it leads within {timeout:?}")
+    }
+
+    fn channel(&self, i: usize) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addrs[i % self.addrs.len()]))
+            .expect("valid address")
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy()
+    }
+
+    async fn leader(&self) -> Option<u64> {
+        for i in 0..self.addrs.len() {
+            if self.children[i].is_none() {
+                continue;
+            }
+            let mut req = tonic::Request::new(pb::StatusRequest {});
+            req.set_timeout(Duration::from_millis(500));
+            if let Ok(s) = ClusterClient::new(self.channel(i)).status(req).await {
+                let l = s.into_inner().leader_id;
+                if l != 0 {
+                    return Some(l);
+                }
+            }
+        }
+        None
+    }
+
+    async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(l) = self.leader().await {
+                return Ok(l);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("no leader within {timeout:?}")
+    }
+}
+
+/// Latency samples (µs) and a count.
+#[derive(Default)]
+struct Samples(Vec<u64>);
+
+impl Samples {
+    fn pct(&mut self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        self.0.sort_unstable();
+        let i = ((self.0.len() - 1) as f64 * p).round() as usize;
+        self.0[i] as f64 / 1000.0
+    }
+}
+
+fn register(n: u64) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        number: format!("5{:08}", n % 100_000_000),
+        device_id: "bench".into(),
+        contact: format!("sip:{n}@bench.invalid"),
+        device_name: String::new(),
+        mac: String::new(),
+        node_id: 0,
+        q: 1000,
+        expires_s: 3600,
+    }
+}
+
+async fn writes(cluster: &Cluster, clients: usize, secs: u64) -> (f64, f64, f64, u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let seq = Arc::new(AtomicU64::new(clients as u64 * 1_000_000_000));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = RegistrarClient::new(cluster.channel(c));
+        let seq = seq.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < until {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                match client.register(register(n)).await {
+                    Ok(_) => lat.push(t.elapsed().as_micros() as u64),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Samples::default();
+    for t in tasks {
+        all.0.extend(t.await.unwrap_or_default());
+    }
+    let rate = all.0.len() as f64 / secs as f64;
+    (rate, all.pct(0.5), all.pct(0.99), errors.load(Ordering::Relaxed))
+}
+
+async fn routes(cluster: &Cluster, secs: u64, per_sec: Option<f64>) -> (f64, f64, f64) {
+    let clients = 32;
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = RouterClient::new(cluster.channel(0));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let gap = per_sec.map(|r| Duration::from_secs_f64(clients as f64 / r));
+            let mut next = Instant::now() + Duration::from_micros(c as u64 * 137);
+            while Instant::now() < until {
+                if let Some(g) = gap {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += g;
+                }
+                let t = Instant::now();
+                let req = pb::RouteRequest { digits: "95551234".into(), origin_node: 1, consistency: 0 };
+                if client.route(req).await.is_ok() {
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Samples::default();
+    for t in tasks {
+        all.0.extend(t.await.unwrap_or_default());
+    }
+    (all.0.len() as f64 / secs as f64, all.pct(0.5), all.pct(0.99))
+}
+
+/// Kill the leader while a client writes; the write gap in ms.
+async fn failover(cluster: &mut Cluster) -> anyhow::Result<f64> {
+    let leader = cluster.confirmed_leader(Duration::from_secs(10)).await? as usize;
+    let writer_node = (leader % cluster.addrs.len()) + 1; // a follower
+    let mut client = RegistrarClient::new(cluster.channel(writer_node - 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let writer = {
+        let stop = stop.clone();
+        let acks = acks.clone();
+        tokio::spawn(async move {
+            let mut n = 7_000_000_000u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let mut req = tonic::Request::new(register(n));
+                req.set_timeout(Duration::from_millis(500));
+                if client.register(req).await.is_ok() {
+                    acks.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now());
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if cluster.confirmed_leader(Duration::from_secs(2)).await? as usize != leader {
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.await;
+        bail!("leadership moved before the kill; trial skipped");
+    }
+    let killed_at = Instant::now();
+    if let Some(child) = cluster.children[leader - 1].as_mut() {
+        child.start_kill()?;
+        let _ = child.wait().await;
+    }
+    cluster.children[leader - 1] = None;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.await;
+    let acks = acks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let before = acks.iter().rev().find(|t| **t <= killed_at).copied();
+    let after = acks.iter().find(|t| **t > killed_at).copied();
+    // Restart the killed node from its data directory.
+    cluster.children[leader - 1] = Some(cluster.spawn(leader, false)?);
+    match (before, after) {
+        (Some(b), Some(a)) => Ok(a.duration_since(b).as_secs_f64() * 1000.0),
+        _ => Err(anyhow!("no write acknowledged around the kill")),
+    }
+}
+
+/// Run the benchmark and print the figures.
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if args.nodes < 1 || args.seconds == 0 {
+        bail!("--nodes and --seconds must be at least 1");
+    }
+    let mut cluster = Cluster::start(args.nodes, args.base_port).await?;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+    println!("cluster: {} nodes on {} (leader {leader}), data in {}", args.nodes, cluster.addrs.join(","), cluster.dir.path().display());
+    // Route set-up: a gateway group with three gateways.
+    let mut plan = DialPlanClient::new(cluster.channel(0));
+    plan.put_route(pb::PutRouteRequest {
+        route: Some(pb::DialRoute { pattern: "9@".into(), priority: 0, group: "pstn".into(), strip: 1, prefix: "+1".into() }),
+    })
+    .await?;
+    let mut gws = GatewaysClient::new(cluster.channel(0));
+    for (i, w) in [60, 40, 10].iter().enumerate() {
+        gws.put_gateway(pb::PutGatewayRequest {
+            id: format!("gw{i}"),
+            group: "pstn".into(),
+            address: format!("192.0.2.{}:5060", i + 1),
+            priority: if i == 2 { 20 } else { 10 },
+            weight: *w,
+            capacity: 0,
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    println!("\nwrites (Register, clients spread over all nodes, {} s each):", args.seconds);
+    println!("  {:>7}  {:>10}  {:>9}  {:>9}  {:>7}", "clients", "writes/s", "p50 ms", "p99 ms", "errors");
+    for &c in &args.clients {
+        let (rate, p50, p99, errors) = writes(&cluster, c.max(1), args.seconds).await;
+        println!("  {c:>7}  {rate:>10.0}  {p50:>9.2}  {p99:>9.2}  {errors:>7}");
+    }
+
+    println!("\nredirects (Route from local state at node 1, 32 clients, {} s each):", args.seconds);
+    let (max_rate, p50, p99) = routes(&cluster, args.seconds, None).await;
+    println!("  flat out:   {max_rate:>9.0} routes/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
+    let (rate, p50, p99) = routes(&cluster, args.seconds, Some(max_rate / 2.0)).await;
+    println!("  half load:  {rate:>9.0} routes/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
+
+    if args.failovers > 0 && args.nodes >= 3 {
+        println!("\nfailover (kill -9 the leader while a client writes at a follower):");
+        let mut gaps = Vec::new();
+        for i in 0..args.failovers {
+            match failover(&mut cluster).await {
+                Ok(ms) => {
+                    println!("  kill {}: writes resumed after {ms:.0} ms", i + 1);
+                    gaps.push(ms);
+                }
+                Err(e) => println!("  kill {}: {e}", i + 1),
+            }
+            cluster.wait_leader(Duration::from_secs(10)).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        gaps.sort_by(f64::total_cmp);
+        if !gaps.is_empty() {
+            println!("  median gap: {:.0} ms over {} kills", gaps[gaps.len() / 2], gaps.len());
+        }
+    }
+    for child in cluster.children.iter_mut().flatten() {
+        let _ = child.start_kill();
+    }
+    Ok(())
+}
