@@ -432,6 +432,6 @@ mod tests {
         let err = toml::from_str::<Config>("id = 1\nlisten_addr = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
         let c: Config = toml::from_str("id = 3\n[raft]\nheartbeat_ms = 20\n").unwrap();
-        assert_eq!((c.id, c.raft.heartbeat_ms, c.raft.election_min_ms), (3, 20, 150));
+        assert_eq!((c.id, c.raft.heartbeat_ms, c.raft.election_min_ms), (3, 20, 100));
     }
 }

@@ -303,7 +303,8 @@ impl Node {
                         last = ApiError::unavailable("leader changed during the read index");
                     }
                 }
-            };            self.inner
+            };
+            self.inner
                 .raft
                 .wait(None)
                 .applied_index_at_least(Some(index), "linearizable read")

@@ -255,3 +255,71 @@ fn metrics_are_served_as_prometheus_text() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The README's run command: `dev` prints exactly one `ready: leader=<id>`
+/// line once the example data is committed, the example data is there, and
+/// SIGINT stops every node cleanly.
+#[test]
+fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // Three consecutive free ports (retry a few bases).
+    let base = (0..20)
+        .map(|_| free_port())
+        .find(|&p| p < 60_000 && (1..3).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()))
+        .expect("three free consecutive ports");
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
+        .arg("--data")
+        .arg(dir.path().join("dev"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.iter().any(|l: &String| l.starts_with("Ctrl-C")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = dev.kill();
+                panic!("dev did not get ready: {lines:?}");
+            }
+        }
+    }
+    let ready: Vec<&String> = lines.iter().filter(|l| l.starts_with("ready: leader=")).collect();
+    assert_eq!(ready.len(), 1, "exactly one ready line: {lines:?}");
+    let leader: u64 = ready[0]["ready: leader=".len()..].trim().parse().expect("leader id");
+    assert!((1..=3).contains(&leader));
+    let ep = format!("127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}", base + 1, base + 2);
+    let r = json(&ctl(&ep, &["--json", "lookup", "1000", "--linearizable"]));
+    assert_eq!(r["bindings"][0]["contact"], "sip:1000@127.0.0.1:5080");
+    let r = json(&ctl(&ep, &["--json", "dialplan", "list"]));
+    assert_eq!(r["routes"].as_array().unwrap().len(), 3);
+
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe {
+        libc::kill(dev.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = dev.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "dev did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    for p in [base, base + 1, base + 2] {
+        assert!(TcpListener::bind(("127.0.0.1", p)).is_ok(), "node on {p} still running");
+    }
+}

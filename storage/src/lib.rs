@@ -25,6 +25,7 @@
 
 pub mod codec;
 pub mod engine;
+mod failure;
 pub mod feed;
 pub mod log_store;
 pub mod sm_store;

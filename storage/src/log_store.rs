@@ -23,10 +23,10 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::task::JoinError;
 
-use crate::codec::{self, CodecError};
-use crate::engine::{Engine, EngineError, SharedEngine, Tree, WriteBatch};
+use crate::codec;
+use crate::engine::{Engine, SharedEngine, Tree, WriteBatch};
+use crate::failure::{blocking, Failure};
 use crate::types::{Entry, LogId, LogState, StorageError, StorageIOError, TypeConfig, Vote};
 use crate::OpenError;
 
@@ -56,32 +56,14 @@ fn key_bound(bound: Bound<&u64>) -> Bound<Vec<u8>> {
     }
 }
 
-/// What went wrong inside the log store, before it is wrapped in openraft's
-/// [`StorageError`] (which keeps this message and its source chain).
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error("{what} is unreadable: {source}")]
-    Codec {
-        what: String,
-        #[source]
-        source: CodecError,
-    },
-    #[error("{0}")]
-    Corrupt(String),
-    #[error("log storage task failed: {0}")]
-    Join(#[from] JoinError),
-}
-
 /// Runs `f` against the engine on tokio's blocking pool.
-async fn blocking<T, F>(engine: &SharedEngine, f: F) -> Result<T, Failure>
+async fn on_engine<T, F>(engine: &SharedEngine, f: F) -> Result<T, Failure>
 where
     F: FnOnce(&dyn Engine) -> Result<T, Failure> + Send + 'static,
     T: Send + 'static,
 {
     let engine = SharedEngine::clone(engine);
-    tokio::task::spawn_blocking(move || f(engine.as_ref())).await?
+    blocking(move || f(engine.as_ref())).await
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Failure> {
@@ -169,7 +151,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
     ) -> Result<Vec<Entry>, StorageError> {
         let start = key_bound(range.start_bound());
         let end = key_bound(range.end_bound());
-        blocking(&self.engine, move |engine| read_entries(engine, start, end))
+        on_engine(&self.engine, move |engine| read_entries(engine, start, end))
             .await
             .map_err(|e| StorageIOError::read_logs(&e).into())
     }
@@ -192,12 +174,7 @@ impl LogStore {
     /// first election), and finishes a purge interrupted by a crash (see
     /// [`RaftLogStorage::purge`] below). Blocks on disk I/O.
     pub fn open(engine: SharedEngine) -> Result<Self, OpenError> {
-        let path = engine.path().to_path_buf();
-        let corrupt = |failure: Failure| match failure {
-            Failure::Engine(e) => OpenError::Engine(e),
-            Failure::Codec { what, source } => OpenError::Corrupt { what, source },
-            other => OpenError::Inconsistent { path: path.clone(), detail: other.to_string() },
-        };
+        let corrupt = |failure: Failure| failure.into_open_error(engine.as_ref());
 
         read_meta::<Vote>(engine.as_ref(), VOTE_KEY).map_err(corrupt)?;
         read_meta::<LogId>(engine.as_ref(), COMMITTED_KEY).map_err(corrupt)?;
@@ -238,7 +215,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
-        blocking(self.engine(), read_log_state)
+        on_engine(self.engine(), read_log_state)
             .await
             .map_err(|e| StorageIOError::read_logs(&e).into())
     }
@@ -249,7 +226,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let bytes = encode("vote", vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        blocking(self.engine(), move |engine| {
+        on_engine(self.engine(), move |engine| {
             engine.insert(Tree::Meta, VOTE_KEY, &bytes)?;
             // Guarantee: the vote is on stable storage before we return.
             engine.sync()?;
@@ -260,7 +237,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        blocking(self.engine(), |engine| read_meta(engine, VOTE_KEY))
+        on_engine(self.engine(), |engine| read_meta(engine, VOTE_KEY))
             .await
             .map_err(|e| StorageIOError::read_vote(&e).into())
     }
@@ -279,7 +256,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|c| encode("committed log id", &c))
             .transpose()
             .map_err(|e| StorageIOError::write(&e))?;
-        blocking(self.engine(), move |engine| match bytes {
+        on_engine(self.engine(), move |engine| match bytes {
             Some(bytes) => Ok(engine.insert(Tree::Meta, COMMITTED_KEY, &bytes)?),
             None => Ok(engine.remove(Tree::Meta, COMMITTED_KEY)?),
         })
@@ -288,7 +265,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        blocking(self.engine(), |engine| read_meta(engine, COMMITTED_KEY))
+        on_engine(self.engine(), |engine| read_meta(engine, COMMITTED_KEY))
             .await
             .map_err(|e| StorageIOError::read(&e).into())
     }
@@ -308,7 +285,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             batch.insert(index_key(entry.log_id.index), bytes);
         }
-        let written = blocking(self.engine(), move |engine| {
+        let written = on_engine(self.engine(), move |engine| {
             engine.apply_batch(Tree::Log, batch)?;
             engine.sync()?;
             Ok(())
@@ -333,7 +310,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Removes every entry with index >= `log_id.index`, durably.
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let start = index_key(log_id.index);
-        blocking(self.engine(), move |engine| {
+        on_engine(self.engine(), move |engine| {
             engine.remove_range(Tree::Log, Bound::Included(start), Bound::Unbounded)?;
             // Synced so that a conflicting suffix, once removed, cannot come
             // back after a crash before the replacement entries are appended.
@@ -348,7 +325,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let marker =
             encode("last purged log id", &log_id).map_err(|e| StorageIOError::write_logs(&e))?;
-        blocking(self.engine(), move |engine| {
+        on_engine(self.engine(), move |engine| {
             let previous: Option<LogId> = read_meta(engine, LAST_PURGED_KEY)?;
             if previous.is_some_and(|p| p.index >= log_id.index) {
                 return Ok(());

@@ -29,10 +29,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinError;
 
-use crate::codec::{self, CodecError};
-use crate::engine::{Engine, EngineError, SharedEngine, Tree, WriteBatch};
+use crate::codec;
+use crate::engine::{Engine, SharedEngine, Tree, WriteBatch};
+use crate::failure::{blocking, Failure};
 use crate::feed::Feed;
 use crate::state::events::events_of;
 use crate::state::{self, Outcome, State};
@@ -58,37 +58,6 @@ struct Applied {
     membership: StoredMembership,
 }
 
-/// What went wrong inside the state-machine store, before it is wrapped in
-/// openraft's [`StorageError`].
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error("{what} is unreadable: {source}")]
-    Codec {
-        what: String,
-        #[source]
-        source: CodecError,
-    },
-    #[error("{0}")]
-    Inconsistent(String),
-    #[error("state-machine storage task failed: {0}")]
-    Join(#[from] JoinError),
-}
-
-impl Failure {
-    fn into_open_error(self, engine: &dyn Engine) -> OpenError {
-        match self {
-            Failure::Engine(e) => OpenError::Engine(e),
-            Failure::Codec { what, source } => OpenError::Corrupt { what, source },
-            other => OpenError::Inconsistent {
-                path: engine.path().to_path_buf(),
-                detail: other.to_string(),
-            },
-        }
-    }
-}
-
 /// The error for a poisoned lock. Only a panic inside `state::apply` (which
 /// never panics) could poison it; treat it as a broken state machine.
 fn poisoned() -> StorageError {
@@ -102,7 +71,7 @@ fn poisoned() -> StorageError {
 /// with.
 fn check_consistent(meta: &SnapshotMeta, applied: &Applied) -> Result<(), Failure> {
     if applied.last_applied != meta.last_log_id || applied.membership != meta.last_membership {
-        return Err(Failure::Inconsistent(format!(
+        return Err(Failure::Corrupt(format!(
             "snapshot {} does not match its data (data: last applied {:?}, membership {})",
             meta, applied.last_applied, applied.membership
         )));
@@ -123,7 +92,7 @@ fn read_persisted(engine: &dyn Engine) -> Result<Option<(SnapshotMeta, Vec<u8>)>
             })?;
             Ok(Some((meta, data)))
         }
-        (meta, _) => Err(Failure::Inconsistent(format!(
+        (meta, _) => Err(Failure::Corrupt(format!(
             "snapshot in {} has {} but not {}",
             engine.path().display(),
             if meta.is_some() { "meta" } else { "data" },
@@ -177,15 +146,6 @@ impl Shared {
         *current = Some(meta.clone());
         Ok(true)
     }
-}
-
-/// Runs `f` on tokio's blocking pool.
-async fn blocking<T, F>(f: F) -> Result<T, Failure>
-where
-    F: FnOnce() -> Result<T, Failure> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f).await?
 }
 
 /// A cheap, cloneable handle for reading the locally applied state.

@@ -58,16 +58,16 @@ fn ids(r: &pb::RouteResponse) -> Vec<&str> {
 }
 
 async fn gateway(cluster: &Cluster, id: &str) -> pb::Gateway {
-    let list = cluster
-        .gateways(2)
-        .await
-        .list_gateways(pb::ListGatewaysRequest {
-            consistency: pb::Consistency::Linearizable as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    list.gateways.into_iter().find(|g| g.id == id).expect("gateway listed")
+    // Any node that answers (the test stops the leader on the way).
+    for at in 1..=3 {
+        let req = pb::ListGatewaysRequest { consistency: pb::Consistency::Linearizable as i32 };
+        if let Ok(list) = cluster.gateways(at).await.list_gateways(req).await {
+            if let Some(g) = list.into_inner().gateways.into_iter().find(|g| g.id == id) {
+                return g;
+            }
+        }
+    }
+    panic!("no node lists gateway {id}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +181,7 @@ async fn timed_out_gateway_is_skipped_until_its_retry_time_then_offered_after_in
 /// back when it answers; a probe success does not cut short a reported outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probing_marks_an_unreachable_gateway_down_and_back_up() {
-    let cluster = Cluster::start_with(3, |c| {
+    let mut cluster = Cluster::start_with(3, |c| {
         c.gateways.probe_interval_ms = 200;
         c.gateways.probe_timeout_ms = 150;
         c.gateways.probe_failures_to_down = 2;
@@ -221,12 +221,20 @@ async fn probing_marks_an_unreachable_gateway_down_and_back_up() {
     assert_eq!(down.out_of_service_reason, "probe_failed");
     assert_eq!(route(&cluster, 1, "9123", 0).await.failure.unwrap().code, 503);
 
+    // Probing is a leader task: it must resume at a new leader.
+    let old_leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    cluster.stop_node(old_leader).await;
+    let new_leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    assert_ne!(new_leader, old_leader);
     let responder = SipResponder::start(addr).await;
-    eventually(Duration::from_secs(5), "probe to bring gw-probe back", || async move {
-        (gateway(c, "gw-probe").await.status == "in_service").then_some(())
-    })
+    let c = &cluster;
+    eventually(
+        Duration::from_secs(5),
+        "the new leader's probes to bring gw-probe back",
+        || async move { (gateway(c, "gw-probe").await.status == "in_service").then_some(()) },
+    )
     .await;
-    assert_eq!(ids(&route(&cluster, 1, "9123", 0).await), ["gw-probe"]);
+    assert_eq!(ids(&route(&cluster, new_leader, "9123", 0).await), ["gw-probe"]);
     let reported = gateway(&cluster, "gw-reported").await;
     assert_eq!(
         (reported.status.as_str(), reported.out_of_service_reason.as_str()),

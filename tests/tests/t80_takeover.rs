@@ -185,3 +185,30 @@ async fn drain_moves_calls_and_a_drained_leader_hands_over() {
     assert_eq!(s.members.iter().find(|m| m.id == leader).unwrap().status, "draining");
     cluster.shutdown().await;
 }
+
+/// The leader itself dies with calls on it: its successor takes over
+/// polling, detects the dead leader the same way and moves its calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_leader_is_detected_by_its_successor() {
+    let mut cluster = Cluster::start_with(3, |c| fast_liveness(c, "hot")).await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    wait_policy(&cluster).await;
+    let before = calls_on(&cluster, leader, 3).await;
+    cluster.stop_node(leader).await;
+    let stopped = Instant::now();
+    let new = cluster.wait_leader(Duration::from_secs(5)).await;
+    assert_ne!(new, leader);
+    let c = &cluster;
+    let after =
+        eventually(Duration::from_secs(5), "calls to move off the dead leader", || async move {
+            let calls = list_calls(c, new).await;
+            (calls.len() == 3 && calls.iter().all(|x| x.owner != leader)).then_some(calls)
+        })
+        .await;
+    eprintln!("calls moved {:?} after the leader stopped", stopped.elapsed());
+    for (old, now) in before.iter().zip(&after) {
+        assert_eq!(now.owner, old.standby, "{} moved to its stand-by", old.call_id);
+        assert_eq!(now.version, old.version);
+    }
+    cluster.shutdown().await;
+}

@@ -61,7 +61,8 @@ impl Cluster {
     async fn start(nodes: u16, base_port: u16) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir().context("temporary directory")?;
         let exe = std::env::current_exe()?;
-        let addrs: Vec<String> = (0..nodes).map(|i| format!("127.0.0.1:{}", base_port + i)).collect();
+        let addrs: Vec<String> =
+            (0..nodes).map(|i| format!("127.0.0.1:{}", base_port + i)).collect();
         let mut c = Cluster { dir, addrs, children: Vec::new(), exe };
         for id in 1..=nodes as usize {
             let child = c.spawn(id, true)?;
@@ -71,7 +72,8 @@ impl Cluster {
     }
 
     fn spawn(&self, id: usize, bootstrap: bool) -> anyhow::Result<Child> {
-        let initial: Vec<String> = self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let initial: Vec<String> =
+            self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let mut cmd = Command::new(&self.exe);
         cmd.args(["serve", "--id", &id.to_string(), "--listen", &self.addrs[id - 1]])
             .arg("--data")
@@ -224,7 +226,8 @@ async fn routes(cluster: &Cluster, secs: u64, per_sec: Option<f64>) -> (f64, f64
                     next += g;
                 }
                 let t = Instant::now();
-                let req = pb::RouteRequest { digits: "95551234".into(), origin_node: 1, consistency: 0 };
+                let req =
+                    pb::RouteRequest { digits: "95551234".into(), origin_node: 1, consistency: 0 };
                 if client.route(req).await.is_ok() {
                     lat.push(t.elapsed().as_micros() as u64);
                 }
@@ -294,11 +297,22 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut cluster = Cluster::start(args.nodes, args.base_port).await?;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
-    println!("cluster: {} nodes on {} (leader {leader}), data in {}", args.nodes, cluster.addrs.join(","), cluster.dir.path().display());
+    println!(
+        "cluster: {} nodes on {} (leader {leader}), data in {}",
+        args.nodes,
+        cluster.addrs.join(","),
+        cluster.dir.path().display()
+    );
     // Route set-up: a gateway group with three gateways.
     let mut plan = DialPlanClient::new(cluster.channel(0));
     plan.put_route(pb::PutRouteRequest {
-        route: Some(pb::DialRoute { pattern: "9@".into(), priority: 0, group: "pstn".into(), strip: 1, prefix: "+1".into() }),
+        route: Some(pb::DialRoute {
+            pattern: "9@".into(),
+            priority: 0,
+            group: "pstn".into(),
+            strip: 1,
+            prefix: "+1".into(),
+        }),
     })
     .await?;
     let mut gws = GatewaysClient::new(cluster.channel(0));
@@ -316,13 +330,19 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     println!("\nwrites (Register, clients spread over all nodes, {} s each):", args.seconds);
-    println!("  {:>7}  {:>10}  {:>9}  {:>9}  {:>7}", "clients", "writes/s", "p50 ms", "p99 ms", "errors");
+    println!(
+        "  {:>7}  {:>10}  {:>9}  {:>9}  {:>7}",
+        "clients", "writes/s", "p50 ms", "p99 ms", "errors"
+    );
     for &c in &args.clients {
         let (rate, p50, p99, errors) = writes(&cluster, c.max(1), args.seconds).await;
         println!("  {c:>7}  {rate:>10.0}  {p50:>9.2}  {p99:>9.2}  {errors:>7}");
     }
 
-    println!("\nredirects (Route from local state at node 1, 32 clients, {} s each):", args.seconds);
+    println!(
+        "\nredirects (Route from local state at node 1, 32 clients, {} s each):",
+        args.seconds
+    );
     let (max_rate, p50, p99) = routes(&cluster, args.seconds, None).await;
     println!("  flat out:   {max_rate:>9.0} routes/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
     let (rate, p50, p99) = routes(&cluster, args.seconds, Some(max_rate / 2.0)).await;

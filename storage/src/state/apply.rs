@@ -423,8 +423,11 @@ fn relocate(state: &mut State, node: NodeId, release_owned: bool) -> Relocated {
         if call.owner == node {
             let standby_up = call.standby.filter(|s| state.nodes.get(*s).is_some_and(Node::is_up));
             // Taking over a live call beats dropping it, so capacity is not a
-            // reason to refuse here (it is when a call starts).
-            let heir = standby_up.or_else(|| most_free_node(state, Some(node), false));
+            // reason to refuse here (it is when a call starts), and a node
+            // being drained is still a better home than none.
+            let heir = standby_up
+                .or_else(|| most_free_node(state, Some(node), false))
+                .or_else(|| draining_node(state, node));
             match heir {
                 Some(heir) if !release_owned => {
                     let standby = choose_standby(state, heir, Some(node));
@@ -510,6 +513,12 @@ pub(crate) fn most_free_node(
         .filter(|(free, _, _)| !need_room || *free > 0)
         .min_by_key(|&(free, owned, id)| (std::cmp::Reverse(free), owned, id))
         .map(|(_, _, id)| id)
+}
+
+/// A node being drained (lowest id), other than `except`: the last resort
+/// for a dead node's calls when no node is up.
+fn draining_node(state: &State, except: NodeId) -> Option<NodeId> {
+    state.nodes.iter().find(|n| n.status == NodeStatus::Draining && n.id != except).map(|n| n.id)
 }
 
 /// A stand-by for a call owned by `owner`: a live node that is neither the

@@ -617,6 +617,23 @@ fn node_down_moves_to_a_live_node_when_the_standby_is_also_down() {
     assert_eq!((x.owner, x.standby), (3, None));
 }
 
+/// Found by the chaos harness: with every other node down or draining, a
+/// dead node's calls went nowhere and were released under the hot policy.
+#[test]
+fn node_down_hands_calls_to_a_draining_node_rather_than_dropping_them() {
+    let mut r = Replica::new();
+    r.nodes(&[1, 2, 3], 0);
+    r.ok(0, start("x", Some(1)));
+    r.ok(0, Command::DrainNode { id: 2 });
+    r.ok(0, Command::NodeDown { id: 3 });
+    let Outcome::NodeStatus { moved, released, .. } = r.ok(0, Command::NodeDown { id: 1 }) else {
+        panic!()
+    };
+    assert!(released.is_empty(), "{released:?}");
+    assert_eq!(moved[0].call.owner, 2);
+    assert_eq!(moved[0].call.standby, None);
+}
+
 #[test]
 fn node_down_purges_its_registrations_by_policy() {
     for purge in [true, false] {
