@@ -13,22 +13,19 @@
 //! Figures are medians over the measurement, never a pass/fail: the
 //! machine this runs on decides the numbers. Every loop is bounded in time.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use clap::Args;
 use switchboard_proto::v1 as pb;
-use switchboard_proto::v1::cluster_client::ClusterClient;
 use switchboard_proto::v1::dial_plan_client::DialPlanClient;
 use switchboard_proto::v1::gateways_client::GatewaysClient;
 use switchboard_proto::v1::registrar_client::RegistrarClient;
 use switchboard_proto::v1::router_client::RouterClient;
-use tokio::process::{Child, Command};
-use tonic::transport::Channel;
+
+use super::local::LocalCluster;
 
 /// Flags of `switchboard bench`.
 #[derive(Debug, Clone, Args)]
@@ -48,106 +45,6 @@ pub struct BenchArgs {
     /// gRPC port of node 1 (node i listens on base-port + i - 1).
     #[arg(long, default_value_t = 17_101)]
     pub base_port: u16,
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    addrs: Vec<String>,
-    children: Vec<Option<Child>>,
-    exe: PathBuf,
-}
-
-impl Cluster {
-    async fn start(nodes: u16, base_port: u16) -> anyhow::Result<Cluster> {
-        let dir = tempfile::tempdir().context("temporary directory")?;
-        let exe = std::env::current_exe()?;
-        let addrs: Vec<String> =
-            (0..nodes).map(|i| format!("127.0.0.1:{}", base_port + i)).collect();
-        let mut c = Cluster { dir, addrs, children: Vec::new(), exe };
-        for id in 1..=nodes as usize {
-            let child = c.spawn(id, true)?;
-            c.children.push(Some(child));
-        }
-        Ok(c)
-    }
-
-    fn spawn(&self, id: usize, bootstrap: bool) -> anyhow::Result<Child> {
-        let initial: Vec<String> =
-            self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(["serve", "--id", &id.to_string(), "--listen", &self.addrs[id - 1]])
-            .arg("--data")
-            .arg(self.dir.path().join(format!("n{id}")))
-            .args(["--capacity", "0"])
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if bootstrap {
-            cmd.args(["--initial-cluster", &initial.join(",")]);
-        }
-        Ok(cmd.spawn()?)
-    }
-
-    /// The node that itself says it leads (a restarted node may still
-    /// report an old leader for a moment).
-    async fn confirmed_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            for i in 0..self.addrs.len() {
-                if self.children[i].is_none() {
-                    continue;
-                }
-                let mut req = tonic::Request::new(pb::StatusRequest {});
-                req.set_timeout(Duration::from_millis(500));
-                if let Ok(s) = ClusterClient::new(self.channel(i)).status(req).await {
-                    let s = s.into_inner();
-                    if s.state == "leader" {
-                        return Ok(s.node_id);
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("no node says it leads within {timeout:?}")
-    }
-
-    fn channel(&self, i: usize) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addrs[i % self.addrs.len()]))
-            .expect("valid address")
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy()
-    }
-
-    async fn leader(&self) -> Option<u64> {
-        for i in 0..self.addrs.len() {
-            if self.children[i].is_none() {
-                continue;
-            }
-            let mut req = tonic::Request::new(pb::StatusRequest {});
-            req.set_timeout(Duration::from_millis(500));
-            if let Ok(s) = ClusterClient::new(self.channel(i)).status(req).await {
-                let l = s.into_inner().leader_id;
-                if l != 0 {
-                    return Some(l);
-                }
-            }
-        }
-        None
-    }
-
-    async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(l) = self.leader().await {
-                return Ok(l);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("no leader within {timeout:?}")
-    }
 }
 
 /// Latency samples (µs) and a count.
@@ -178,7 +75,7 @@ fn register(n: u64) -> pb::RegisterRequest {
     }
 }
 
-async fn writes(cluster: &Cluster, clients: usize, secs: u64) -> (f64, f64, f64, u64) {
+async fn writes(cluster: &LocalCluster, clients: usize, secs: u64) -> (f64, f64, f64, u64) {
     let until = Instant::now() + Duration::from_secs(secs);
     let seq = Arc::new(AtomicU64::new(clients as u64 * 1_000_000_000));
     let errors = Arc::new(AtomicU64::new(0));
@@ -210,7 +107,7 @@ async fn writes(cluster: &Cluster, clients: usize, secs: u64) -> (f64, f64, f64,
     (rate, all.pct(0.5), all.pct(0.99), errors.load(Ordering::Relaxed))
 }
 
-async fn routes(cluster: &Cluster, secs: u64, per_sec: Option<f64>) -> (f64, f64, f64) {
+async fn routes(cluster: &LocalCluster, secs: u64, per_sec: Option<f64>) -> (f64, f64, f64) {
     let clients = 32;
     let until = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -243,9 +140,9 @@ async fn routes(cluster: &Cluster, secs: u64, per_sec: Option<f64>) -> (f64, f64
 }
 
 /// Kill the leader while a client writes; the write gap in ms.
-async fn failover(cluster: &mut Cluster) -> anyhow::Result<f64> {
-    let leader = cluster.confirmed_leader(Duration::from_secs(10)).await? as usize;
-    let writer_node = (leader % cluster.addrs.len()) + 1; // a follower
+async fn failover(cluster: &mut LocalCluster) -> anyhow::Result<f64> {
+    let leader = cluster.wait_leader(Duration::from_secs(10), true).await? as usize;
+    let writer_node = (leader % cluster.addrs().len()) + 1; // a follower
     let mut client = RegistrarClient::new(cluster.channel(writer_node - 1));
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
@@ -265,17 +162,13 @@ async fn failover(cluster: &mut Cluster) -> anyhow::Result<f64> {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    if cluster.confirmed_leader(Duration::from_secs(2)).await? as usize != leader {
+    if cluster.wait_leader(Duration::from_secs(2), true).await? as usize != leader {
         stop.store(true, Ordering::Relaxed);
         let _ = writer.await;
         bail!("leadership moved before the kill; trial skipped");
     }
     let killed_at = Instant::now();
-    if let Some(child) = cluster.children[leader - 1].as_mut() {
-        child.start_kill()?;
-        let _ = child.wait().await;
-    }
-    cluster.children[leader - 1] = None;
+    cluster.kill(leader).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let _ = writer.await;
@@ -283,7 +176,7 @@ async fn failover(cluster: &mut Cluster) -> anyhow::Result<f64> {
     let before = acks.iter().rev().find(|t| **t <= killed_at).copied();
     let after = acks.iter().find(|t| **t > killed_at).copied();
     // Restart the killed node from its data directory.
-    cluster.children[leader - 1] = Some(cluster.spawn(leader, false)?);
+    cluster.spawn(leader, false)?;
     match (before, after) {
         (Some(b), Some(a)) => Ok(a.duration_since(b).as_secs_f64() * 1000.0),
         _ => Err(anyhow!("no write acknowledged around the kill")),
@@ -295,13 +188,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.nodes < 1 || args.seconds == 0 {
         bail!("--nodes and --seconds must be at least 1");
     }
-    let mut cluster = Cluster::start(args.nodes, args.base_port).await?;
-    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+    let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
+        .with_serve_args(&["--capacity", "0"])
+        .with_env("RUST_LOG", "error");
+    for id in 1..=cluster.addrs().len() {
+        cluster.spawn(id, true)?;
+    }
+    let leader = cluster.wait_leader(Duration::from_secs(30), false).await?;
     println!(
         "cluster: {} nodes on {} (leader {leader}), data in {}",
         args.nodes,
-        cluster.addrs.join(","),
-        cluster.dir.path().display()
+        cluster.addrs().join(","),
+        cluster.root().display()
     );
     // Route set-up: a gateway group with three gateways.
     let mut plan = DialPlanClient::new(cluster.channel(0));
@@ -359,7 +257,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => println!("  kill {}: {e}", i + 1),
             }
-            cluster.wait_leader(Duration::from_secs(10)).await?;
+            cluster.wait_leader(Duration::from_secs(10), false).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         gaps.sort_by(f64::total_cmp);
@@ -367,8 +265,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             println!("  median gap: {:.0} ms over {} kills", gaps[gaps.len() / 2], gaps.len());
         }
     }
-    for child in cluster.children.iter_mut().flatten() {
-        let _ = child.start_kill();
+    for id in 1..=cluster.addrs().len() {
+        let _ = cluster.kill(id).await;
     }
     Ok(())
 }

@@ -9,18 +9,17 @@
 //! reused: the cluster comes back with its data.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use switchboard_proto::v1 as pb;
-use switchboard_proto::v1::cluster_client::ClusterClient;
 use switchboard_proto::v1::dial_plan_client::DialPlanClient;
 use switchboard_proto::v1::gateways_client::GatewaysClient;
 use switchboard_proto::v1::registrar_client::RegistrarClient;
-use tokio::process::{Child, Command};
 use tonic::transport::Channel;
+
+use super::local::LocalCluster;
 
 /// Flags of `switchboard dev`.
 #[derive(Debug, Clone, Args)]
@@ -44,18 +43,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
-    let last = u32::from(args.base_port) + u32::from(args.nodes) - 1;
-    if last > u32::from(u16::MAX) {
-        bail!("--base-port {} leaves no room for {} nodes", args.base_port, args.nodes);
-    }
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let addrs: Vec<String> =
-        (0..args.nodes).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
-    let initial: Vec<String> =
-        addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-    let initial = initial.join(",");
+    let mut cluster =
+        LocalCluster::in_dir(args.nodes, args.base_port, args.data.clone())?.with_log_files();
 
     // Stand-ins for the example gateways, so that the leader's OPTIONS
     // probes find them alive; gw-intl (5094) is left silent on purpose, so
@@ -69,54 +58,37 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut children = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
+    for (i, addr) in cluster.addrs().iter().enumerate() {
         let id = i + 1;
-        let log_path = args.data.join(format!("node{id}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let child = Command::new(&exe)
-            .arg("serve")
-            .args(["--id", &id.to_string(), "--listen", addr, "--initial-cluster", &initial])
-            .arg("--data")
-            .arg(args.data.join(format!("node{id}")))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start node {id}"))?;
+        let pid = cluster.spawn(id, true)?;
         eprintln!(
             "started node {id} (pid {}) on {addr}, log {}",
-            child.id().unwrap_or(0),
-            log_path.display()
+            pid.unwrap_or(0),
+            cluster.log_path(id).display()
         );
-        children.push((id, child, log_path));
     }
 
     let ready = tokio::select! {
-        r = tokio::time::timeout(READY_TIMEOUT, prepare(&addrs)) => r,
+        r = tokio::time::timeout(READY_TIMEOUT, prepare(&cluster)) => r,
         _ = super::serve::shutdown_signal() => {
-            stop(&mut children).await;
+            cluster.stop().await;
             return Ok(());
         }
-        dead = first_exit(&mut children) => {
-            let (id, status, log) = dead;
-            stop(&mut children).await;
+        dead = cluster.first_exit() => {
+            let (id, status) = dead;
+            let log = cluster.log_path(id);
+            cluster.stop().await;
             bail!("node {id} exited during start-up ({status}); see {}:\n{}", log.display(), tail(&log));
         }
     };
     let leader = match ready {
         Ok(Ok(leader)) => leader,
         Ok(Err(e)) => {
-            stop(&mut children).await;
+            cluster.stop().await;
             return Err(e);
         }
         Err(_) => {
-            stop(&mut children).await;
+            cluster.stop().await;
             bail!(
                 "no leader with the example data after {READY_TIMEOUT:?}; see the logs in {}",
                 args.data.display()
@@ -124,11 +96,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
     };
 
+    let ep = cluster.addrs().join(",");
     println!("ready: leader={leader}");
-    println!("endpoints: {}", addrs.join(","));
+    println!("endpoints: {ep}");
     println!("data: {}", args.data.display());
     println!("try:");
-    let ep = addrs.join(",");
     for example in [
         "status".to_string(),
         "lookup 1000".into(),
@@ -150,22 +122,21 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = &mut signal => break,
-            dead = first_exit(&mut children) => {
-                let (id, status, log) = dead;
-                let addr = &addrs[id - 1];
-                let data = args.data.join(format!("node{id}"));
+            dead = cluster.first_exit() => {
+                let (id, status) = dead;
                 eprintln!(
                     "node {id} exited ({status}); the others keep running. Restart it with:\n  \
-                     {} serve --id {id} --listen {addr} --data {} 2>>{}",
-                    exe.display(),
-                    data.display(),
-                    log.display()
+                     {} serve --id {id} --listen {} --data {} 2>>{}",
+                    cluster.exe().display(),
+                    cluster.addrs()[id - 1],
+                    cluster.data_dir(id).display(),
+                    cluster.log_path(id).display()
                 );
-                children.retain(|(i, _, _)| *i != id);
+                cluster.forget(id);
             }
         }
     }
-    stop(&mut children).await;
+    cluster.stop().await;
     Ok(())
 }
 
@@ -181,32 +152,16 @@ async fn gateway_standin(socket: tokio::net::UdpSocket) {
 }
 
 /// Wait for a leader, then load the example data through the public API.
-async fn prepare(addrs: &[String]) -> anyhow::Result<u64> {
-    let (leader, channel) = loop {
-        if let Some(found) = find_leader(addrs).await {
-            break found;
+async fn prepare(cluster: &LocalCluster) -> anyhow::Result<u64> {
+    let leader = loop {
+        if let Some(found) = cluster.leader().await {
+            break found.id;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    load_examples(channel).await?;
+    let index = usize::try_from(leader).unwrap_or(1).saturating_sub(1);
+    load_examples(cluster.channel(index)).await?;
     Ok(leader)
-}
-
-async fn find_leader(addrs: &[String]) -> Option<(u64, Channel)> {
-    for addr in addrs {
-        let Ok(endpoint) = Channel::from_shared(format!("http://{addr}")) else { continue };
-        let Ok(ch) = endpoint.connect_timeout(Duration::from_millis(300)).connect().await else {
-            continue;
-        };
-        let Ok(status) = ClusterClient::new(ch.clone()).status(pb::StatusRequest {}).await else {
-            continue;
-        };
-        let status = status.into_inner();
-        if status.leader_id != 0 {
-            return Some((status.leader_id, ch));
-        }
-    }
-    None
 }
 
 /// The example data: idempotent puts, so a restarted dev cluster can load it again.
@@ -300,41 +255,7 @@ where
     Err(anyhow!("cluster not ready: {}", last.map(|s| s.message().to_string()).unwrap_or_default()))
 }
 
-async fn first_exit(children: &mut [(usize, Child, PathBuf)]) -> (usize, String, PathBuf) {
-    if children.is_empty() {
-        return std::future::pending().await;
-    }
-    loop {
-        for (id, child, log) in children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return (*id, status.to_string(), log.clone());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// SIGTERM every node, give them five seconds, then kill what is left.
-async fn stop(children: &mut [(usize, Child, PathBuf)]) {
-    for (_, child, _) in children.iter_mut() {
-        if let Some(pid) = child.id() {
-            // SAFETY: kill(2) on a pid we spawned and still own (not yet reaped).
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
-        }
-    }
-    for (id, child, _) in children.iter_mut() {
-        match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-            Ok(_) => eprintln!("node {id} stopped"),
-            Err(_) => {
-                let _ = child.kill().await;
-                eprintln!("node {id} killed after 5 s");
-            }
-        }
-    }
-}
-
+/// The last ten lines of a node's log file.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();

@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod ctl;
 pub mod dev;
+pub mod local;
 pub mod serve;
