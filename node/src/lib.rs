@@ -140,6 +140,16 @@ pub async fn run(
 
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(register_self(node.clone(), tasks_stopped.clone()));
+    {
+        let node = node.clone();
+        let mut stop = tasks_stopped.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = node.catch_up() => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
     tokio::spawn(leader::run(node.clone(), tasks_stopped.clone()));
     if let Some(addr) = config.metrics {
         metrics::install(addr, node.clone(), tasks_stopped.clone());
