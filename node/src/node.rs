@@ -346,7 +346,11 @@ impl Node {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "not caught up yet");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Try again when something changes (joined, a leader
+                    // elected), or after a short pause.
+                    let mut metrics = self.inner.raft.metrics();
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(100), metrics.changed()).await;
                 }
             }
         }

@@ -233,7 +233,13 @@ fn metrics_are_served_as_prometheus_text() {
         .status
         .success());
     assert!(ctl(&ep, &["gateway", "report", "gw1", "timeout"]).status.success());
-    assert!(ctl(&ep, &["route", "1234"]).status.success());
+    // A LOCAL read at a node that has just started may be refused for a
+    // moment while it catches up with the leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctl(&ep, &["route", "1234"]).status.success() {
+        assert!(Instant::now() < deadline, "route never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let scrape = || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", mport)).ok()?;

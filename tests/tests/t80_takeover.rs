@@ -183,6 +183,19 @@ async fn drain_moves_calls_and_a_drained_leader_hands_over() {
     assert!(calls.iter().all(|c| c.owner != leader && c.standby != leader), "{calls:?}");
     let s = cluster.status(new).await.unwrap();
     assert_eq!(s.members.iter().find(|m| m.id == leader).unwrap().status, "draining");
+    // Maintenance over: the node is put back in service; calls stay put.
+    cluster
+        .cluster(new)
+        .await
+        .resume_node(pb::ResumeNodeRequest { id: leader })
+        .await
+        .expect("resume");
+    let s = cluster.status(new).await.unwrap();
+    assert_eq!(s.members.iter().find(|m| m.id == leader).unwrap().status, "up");
+    assert!(list_calls(&cluster, new).await.iter().all(|c| c.owner != leader));
+    let err =
+        cluster.cluster(new).await.resume_node(pb::ResumeNodeRequest { id: 42 }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
     cluster.shutdown().await;
 }
 

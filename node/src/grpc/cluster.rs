@@ -195,6 +195,15 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::RemoveNodeResponse { status: Some(self.status_here().await) }))
     }
 
+    async fn resume_node(
+        &self,
+        req: Request<pb::ResumeNodeRequest>,
+    ) -> Result<Response<pb::ResumeNodeResponse>, Status> {
+        let id = req.into_inner().id;
+        let w = self.node.write(Command::NodeUp { id }).await?;
+        Ok(Response::new(pb::ResumeNodeResponse { meta: meta(&w) }))
+    }
+
     async fn drain_node(
         &self,
         req: Request<pb::DrainNodeRequest>,

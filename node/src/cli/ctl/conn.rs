@@ -330,6 +330,12 @@ mod tests {
         ) -> Result<tonic::Response<pb::DrainNodeResponse>, Status> {
             Err(Status::unimplemented(""))
         }
+        async fn resume_node(
+            &self,
+            _: tonic::Request<pb::ResumeNodeRequest>,
+        ) -> Result<tonic::Response<pb::ResumeNodeResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
     }
 
     /// Serve `fake` on a fresh local port; its address.

@@ -190,16 +190,26 @@ async fn route(conn: &Conn, as_json: bool, a: RouteArgs) -> anyhow::Result<Strin
     }
 }
 
-/// `node drain`.
+/// `node drain|resume`.
 async fn node(conn: &Conn, as_json: bool, command: NodeCommand) -> anyhow::Result<String> {
-    let NodeCommand::Drain { id } = command;
-    let r = rpc!(conn, ClusterClient.drain_node(pb::DrainNodeRequest { id }))?;
-    if as_json {
-        return json(&r);
+    match command {
+        NodeCommand::Drain { id } => {
+            let r = rpc!(conn, ClusterClient.drain_node(pb::DrainNodeRequest { id }))?;
+            if as_json {
+                return json(&r);
+            }
+            let mut pairs = vec![("moved calls", r.moved_calls.to_string())];
+            pairs.extend(meta_pairs(r.meta.as_ref()));
+            Ok(lines(&pairs))
+        }
+        NodeCommand::Resume { id } => {
+            let r = rpc!(conn, ClusterClient.resume_node(pb::ResumeNodeRequest { id }))?;
+            if as_json {
+                return json(&r);
+            }
+            Ok(lines(&meta_pairs(r.meta.as_ref())))
+        }
     }
-    let mut pairs = vec![("moved calls", r.moved_calls.to_string())];
-    pairs.extend(meta_pairs(r.meta.as_ref()));
-    Ok(lines(&pairs))
 }
 
 /// `cluster add|remove`.

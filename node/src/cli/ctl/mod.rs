@@ -394,6 +394,11 @@ pub enum NodeCommand {
         /// Node id.
         id: u64,
     },
+    /// Put a drained node back in service (it takes new calls again).
+    Resume {
+        /// Node id.
+        id: u64,
+    },
 }
 
 /// `cluster` subcommands.
