@@ -175,6 +175,25 @@ fn req<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
+/// A registration the workloads make: one device per number, a day's
+/// lifetime (nothing expires during a run), controlled by the asked node.
+fn register_request(
+    number: &str,
+    device: &str,
+    contact: &str,
+) -> tonic::Request<pb::RegisterRequest> {
+    req(pb::RegisterRequest {
+        number: number.to_owned(),
+        device_id: device.to_owned(),
+        contact: contact.to_owned(),
+        device_name: String::new(),
+        mac: String::new(),
+        node_id: 0,
+        q: 1000,
+        expires_s: 86_400,
+    })
+}
+
 /// One client: a logical process bound to one node.
 pub struct Client {
     process: u64,
@@ -266,18 +285,7 @@ impl Client {
         if roll < 4 {
             self.seq += 1;
             let contact = format!("sip:p{}-{}@jepsen", self.process, self.seq);
-            let r = client
-                .register(req(pb::RegisterRequest {
-                    number: key.clone(),
-                    device_id: "dev".into(),
-                    contact: contact.clone(),
-                    device_name: String::new(),
-                    mac: String::new(),
-                    node_id: 0,
-                    q: 1000,
-                    expires_s: 86_400,
-                }))
-                .await;
+            let r = client.register(register_request(&key, "dev", &contact)).await;
             let result = match r {
                 Ok(resp) => match resp.into_inner().binding {
                     Some(b) => {
@@ -409,16 +417,7 @@ impl Client {
         let element = format!("{SET_PREFIX}{n:06}");
         let invoke = self.rec.now_ns();
         let r = RegistrarClient::new(self.api.channel(self.node))
-            .register(req(pb::RegisterRequest {
-                number: element.clone(),
-                device_id: "set".into(),
-                contact: format!("sip:{element}@jepsen"),
-                device_name: String::new(),
-                mac: String::new(),
-                node_id: 0,
-                q: 1000,
-                expires_s: 86_400,
-            }))
+            .register(register_request(&element, "set", &format!("sip:{element}@jepsen")))
             .await;
         let result = match r {
             Ok(_) => OpResult::Ok(Ret::Added),
