@@ -186,23 +186,20 @@ fn serve_refuses_a_corrupted_data_directory() {
 fn serve_rejects_a_bad_config_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, "id = 1\n[raft]\nheartbeat_ms = 500\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let serve_with = |toml: &str| {
+        std::fs::write(&cfg, toml).unwrap();
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = serve_with("id = 1\n[raft]\nheartbeat_ms = 500\n");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("election_min_ms"), "{err}");
-    std::fs::write(&cfg, "id = 1\nlisten = 5\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = serve_with("id = 1\nlisten = 5\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
 }
