@@ -2,7 +2,7 @@
 //! the given time, heal, make the final reads, check, and write the report.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,8 +56,11 @@ pub struct Outcome {
 }
 
 /// The node binary: `explicit`, or `switchboard` in the target directory
-/// this executable was built into (built with cargo, in the same profile,
-/// when missing). The harness runs the binary; it never links the node.
+/// this executable was built into. The harness needs the node's test-only
+/// failpoints (stale reads, clock offsets), which a production build does
+/// not have, so a binary whose `--version` does not name them is rebuilt
+/// with cargo (same profile, `--features switchboard/failpoints`). The
+/// harness runs the binary; it never links the node.
 pub fn node_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p);
@@ -66,20 +69,28 @@ pub fn node_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
     let dir = me.parent().ok_or_else(|| anyhow!("no parent directory of {}", me.display()))?;
     let dir = if dir.ends_with("deps") { dir.parent().unwrap_or(dir) } else { dir };
     let bin = dir.join("switchboard");
-    if !bin.exists() {
-        eprintln!("building the node binary ({})", bin.display());
+    if !has_failpoints(&bin) {
+        eprintln!("building the node binary with failpoints ({})", bin.display());
         let mut cmd =
             std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "switchboard"]);
+        cmd.args(["build", "-p", "switchboard", "--features", "switchboard/failpoints"]);
         if dir.ends_with("release") {
             cmd.arg("--release");
         }
         let status = cmd.status().context("running cargo build -p switchboard")?;
-        if !status.success() || !bin.exists() {
-            return Err(anyhow!("could not build {}; pass --bin", bin.display()));
+        if !status.success() || !has_failpoints(&bin) {
+            return Err(anyhow!("could not build {} with failpoints; pass --bin", bin.display()));
         }
     }
     Ok(bin)
+}
+
+/// Whether the node binary at `bin` was built with failpoints.
+fn has_failpoints(bin: &Path) -> bool {
+    std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("failpoints"))
 }
 
 /// Run once.

@@ -24,6 +24,14 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+
+/// The version `--version` prints; it names the test-only failpoints when
+/// they are compiled in, so a harness can tell such a binary apart.
+#[cfg(feature = "failpoints")]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (failpoints)");
+/// The version `--version` prints.
+#[cfg(not(feature = "failpoints"))]
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod grpc;
 pub mod leader;
 pub mod metrics;
@@ -110,7 +118,8 @@ pub async fn run(
         .map_err(|e| RunError::Raft(format!("reading the committed index: {e}")))?;
     let reader = sm_store.reader();
     let feed = sm_store.feed();
-    let peers = Peers::new(Duration::from_millis(config.raft.rpc_timeout_ms));
+    let peers =
+        Peers::new(Duration::from_millis(config.raft.rpc_timeout_ms), &config.advertise_addr());
     let raft = Raft::new(config.id, raft_config, Network::new(peers.clone()), log_store, sm_store)
         .await
         .map_err(|e| RunError::Raft(e.to_string()))?;

@@ -7,7 +7,7 @@ use switchboard::cli;
 
 /// Switchboard: a Raft-replicated telephony control plane.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about)]
+#[command(name = "switchboard", version = switchboard::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

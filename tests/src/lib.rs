@@ -198,6 +198,21 @@ impl Cluster {
         self.nodes.values().filter(|n| n.id != id && n.running.is_some()).map(|n| n.id).collect()
     }
 
+    /// Cut node `id` off from every other node, both ways (a test-only
+    /// failpoint in the node's Raft network: node-to-node RPCs fail as if
+    /// the peer were unreachable). Clients can still reach every node.
+    pub fn isolate(&self, id: u64) {
+        let me = self.nodes[&id].addr.to_string();
+        for n in self.nodes.values().filter(|n| n.id != id) {
+            switchboard::failpoint::cut(&me, &n.addr.to_string());
+        }
+    }
+
+    /// Undo every cut involving node `id`.
+    pub fn heal(&self, id: u64) {
+        switchboard::failpoint::heal(&self.nodes[&id].addr.to_string());
+    }
+
     /// Stop every running node.
     pub async fn shutdown(mut self) {
         let ids: Vec<u64> =

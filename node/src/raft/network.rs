@@ -38,16 +38,38 @@ use tonic::transport::{Channel, Endpoint};
 pub struct Peers {
     inner: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     connect_timeout: Duration,
+    /// This node's own advertised address (for the test-only network cuts).
+    me: Arc<str>,
+}
+
+/// Why no channel to a peer could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The address does not make an endpoint.
+    #[error("bad peer address: {0}")]
+    Address(#[from] tonic::transport::Error),
+    /// A test-only network cut (see `failpoint`).
+    #[error("network cut by a failpoint")]
+    Cut,
 }
 
 impl Peers {
-    /// A cache whose channels give up connecting after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
-        Peers { inner: Arc::default(), connect_timeout }
+    /// A cache whose channels give up connecting after `connect_timeout`;
+    /// `me` is this node's advertised address.
+    pub fn new(connect_timeout: Duration, me: &str) -> Self {
+        Peers { inner: Arc::default(), connect_timeout, me: me.into() }
+    }
+
+    /// Whether a test-only failpoint cuts this node off from `addr`.
+    pub fn is_cut(&self, addr: &str) -> bool {
+        crate::failpoint::is_cut(&self.me, addr)
     }
 
     /// The channel to `id` at `addr` (`host:port`), created lazily on first use.
-    pub fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, PeerError> {
+        if self.is_cut(addr) {
+            return Err(PeerError::Cut);
+        }
         // A std Mutex: held only to look up or insert, never across an await.
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((a, ch)) = map.get(&id) {
@@ -85,6 +107,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         PeerClient {
             target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
             client: self
                 .peers
                 .channel(target, &node.addr)
@@ -97,6 +121,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The Raft RPC client for one peer.
 pub struct PeerClient {
     target: NodeId,
+    addr: String,
+    peers: Peers,
     /// `Err` when the address could not even be parsed into an endpoint.
     client: Result<RaftClient<Channel>, String>,
 }
@@ -120,6 +146,10 @@ impl PeerClient {
         F: FnOnce(RaftClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
+        if self.peers.is_cut(&self.addr) {
+            let m = Msg(format!("node {}: network cut by a failpoint", self.target));
+            return Err(RPCError::Unreachable(Unreachable::new(&m)));
+        }
         let client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
