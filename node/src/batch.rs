@@ -10,9 +10,18 @@
 //! goes out at once, and under load batches grow by themselves while the
 //! previous entries are being fsynced — bounded in size by `max_batch` and in
 //! latency by one commit round.
+//!
+//! Every proposal is bounded by the write timeout: openraft answers a
+//! `client_write` only when the entry is applied or truncated, and not at
+//! all when a snapshot install purges it, so an unbounded wait would hold
+//! its in-flight slot forever (`max_inflight` such entries and the node
+//! never proposed again). A write whose caller has gone (timed out,
+//! cancelled) while it was queued is dropped, not proposed: proposing it
+//! later could land a timed-out Register after the same client's later
+//! Unregister.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use switchboard_storage::state::{Command, NodeId, Outcome, Proposal};
@@ -40,11 +49,28 @@ pub struct Batcher {
     tx: mpsc::Sender<(Command, Reply)>,
 }
 
+/// The time the leader stamps on an entry (see `clock::Clock::stamp`).
+pub type Stamp = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// How the batching task runs.
+pub struct BatchConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// Most writes in one entry.
+    pub max_batch: usize,
+    /// Most entries being committed at once.
+    pub max_inflight: usize,
+    /// Longest wait for one proposal to commit.
+    pub timeout: Duration,
+    /// The entry's time.
+    pub stamp: Stamp,
+}
+
 impl Batcher {
     /// Start the batching task for `raft`; it ends when every handle is dropped.
-    pub fn spawn(raft: Raft, id: NodeId, max_batch: usize, max_inflight: usize) -> Batcher {
-        let (tx, rx) = mpsc::channel(max_batch * max_inflight * 2);
-        tokio::spawn(run(raft, id, rx, max_batch, max_inflight));
+    pub fn spawn(raft: Raft, config: BatchConfig) -> Batcher {
+        let (tx, rx) = mpsc::channel(config.max_batch * config.max_inflight * 2);
+        tokio::spawn(run(raft, rx, config));
         Batcher { tx }
     }
 
@@ -65,35 +91,37 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn run(
-    raft: Raft,
-    id: NodeId,
-    mut rx: mpsc::Receiver<(Command, Reply)>,
-    max_batch: usize,
-    max_inflight: usize,
-) {
-    let slots = Arc::new(Semaphore::new(max_inflight));
+async fn run(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>, config: BatchConfig) {
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.max_inflight));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < max_batch {
+        while batch.len() < config.max_batch {
             match rx.try_recv() {
                 Ok(item) => batch.push(item),
                 Err(_) => break,
             }
         }
+        // Writes whose caller stopped waiting (while they queued for a
+        // slot) are not proposed: see the module header.
+        batch.retain(|(_, reply)| !reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let raft = raft.clone();
+        let config = Arc::clone(&config);
         tokio::spawn(async move {
-            commit(&raft, id, batch).await;
+            commit(&raft, &config, batch).await;
             drop(slot);
         });
     }
 }
 
 /// Propose one entry for `batch` and hand each writer its own outcome.
-async fn commit(raft: &Raft, id: NodeId, batch: Vec<(Command, Reply)>) {
+async fn commit(raft: &Raft, config: &BatchConfig, batch: Vec<(Command, Reply)>) {
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
     let single = commands.len() == 1;
     let command = if single {
@@ -102,8 +130,10 @@ async fn commit(raft: &Raft, id: NodeId, batch: Vec<(Command, Reply)>) {
         Command::Batch(commands)
     };
     let n = replies.len();
-    match raft.client_write(Proposal { at_ms: now_ms(), command }).await {
-        Ok(resp) => {
+    let proposal = Proposal { at_ms: (config.stamp)(), command };
+    let written = tokio::time::timeout(config.timeout, raft.client_write(proposal)).await;
+    match written {
+        Ok(Ok(resp)) => {
             let index = resp.log_id.index;
             let outcomes = match resp.data {
                 Outcome::Batch(outs) if !single => outs,
@@ -119,11 +149,20 @@ async fn commit(raft: &Raft, id: NodeId, batch: Vec<(Command, Reply)>) {
                 return;
             }
             for (r, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = r.send(Ok(Written { index, leader_id: id, outcome }));
+                let _ = r.send(Ok(Written { index, leader_id: config.id, outcome }));
             }
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             let e = write_error(e);
+            for r in replies {
+                let _ = r.send(Err(e.clone()));
+            }
+        }
+        Err(_) => {
+            let e = ApiError::DeadlineExceeded(format!(
+                "entry not committed within {} ms; it may or may not take effect",
+                config.timeout.as_millis()
+            ));
             for r in replies {
                 let _ = r.send(Err(e.clone()));
             }

@@ -173,10 +173,21 @@ impl Default for Writes {
 pub struct Registrations {
     /// Lifetime of a registration when the request gives none, s.
     pub default_expires_s: u32,
-    /// Purge a node's registrations when the leader declares it down.
+    /// Purge the registrations a node controls once the leader has
+    /// declared it down and it stayed down for `purge_after_s`.
     pub purge_on_node_down: bool,
-    /// How often the leader sweeps expired bindings, ms.
+    /// How long a node must stay down before its registrations are purged,
+    /// s (0 = at once). Its calls move at once regardless; a node back
+    /// within this time keeps its registrations, so a network blip does not
+    /// unregister its devices until they next re-register.
+    pub purge_after_s: u64,
+    /// How often the leader sweeps expired bindings (and checks for due
+    /// purges and clock ticks), ms.
     pub sweep_interval_ms: u64,
+    /// The most one entry may advance the replicated clock, ms (0 = no
+    /// cap). A leader whose wall clock jumps ahead then moves cluster time
+    /// by at most this much per entry.
+    pub max_clock_step_ms: u64,
 }
 
 impl Default for Registrations {
@@ -184,7 +195,9 @@ impl Default for Registrations {
         Registrations {
             default_expires_s: 3_600,
             purge_on_node_down: true,
+            purge_after_s: switchboard_storage::state::DEFAULT_PURGE_AFTER_MS / 1_000,
             sweep_interval_ms: 1_000,
+            max_clock_step_ms: switchboard_storage::state::DEFAULT_MAX_CLOCK_STEP_MS,
         }
     }
 }

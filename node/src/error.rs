@@ -58,6 +58,9 @@ impl From<ApplyError> for ApiError {
                 ApiError::FailedPrecondition(msg)
             }
             ApplyError::NoCapacity(_) => ApiError::ResourceExhausted(msg),
+            // Only leader tasks propose fenced decisions; they decide again.
+            ApplyError::StaleTerm { .. } => ApiError::unavailable(msg),
+            ApplyError::RequestTooOld { .. } => ApiError::FailedPrecondition(msg),
         }
     }
 }

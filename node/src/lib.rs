@@ -13,7 +13,8 @@
 //! - [`leader`]: tasks only the leader runs (policy, expiry sweep).
 //! - [`metrics`]: Prometheus exporter.
 //! - [`cli`]: `serve`, `dev` and `ctl`.
-//! - [`failpoint`]: test-only fault injection.
+//! - [`clock`]: the node's view of time (replicated clock, leader stamps).
+//! - [`failpoint`]: test-only fault injection (cargo feature `failpoints`).
 //!
 //! [`run`] starts a node on an already-bound listener and stops it when the
 //! shutdown future completes, so tests start whole clusters in-process on
@@ -21,6 +22,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod failpoint;

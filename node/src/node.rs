@@ -21,7 +21,8 @@ use switchboard_storage::state::{Command, NodeId, Outcome, State};
 use switchboard_storage::types::Raft;
 use tokio::time::Instant;
 
-use crate::batch::{Batcher, Written};
+use crate::batch::{BatchConfig, Batcher, Written};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::raft::network::Peers;
@@ -51,6 +52,7 @@ struct Inner {
     reader: StateReader,
     batcher: Batcher,
     peers: Peers,
+    clock: Arc<Clock>,
     /// Set while this node hands leadership over (drain): it proposes nothing.
     stepping_down: AtomicBool,
     /// Set once this node has caught up with the cluster's commit index
@@ -64,11 +66,24 @@ const MAX_WRITE_ATTEMPTS: usize = 8;
 impl Node {
     /// Assemble a node from its parts.
     pub fn new(config: Arc<Config>, raft: Raft, reader: StateReader, peers: Peers) -> Node {
+        let clock = Arc::new(Clock::new(&config.advertise_addr(), config.data.clone()));
+        let stamp = {
+            let (clock, reader, raft) = (Arc::clone(&clock), reader.clone(), raft.clone());
+            Arc::new(move || {
+                let voters =
+                    raft.metrics().borrow().membership_config.membership().voter_ids().count();
+                clock.stamp(reader.clock(), voters)
+            })
+        };
         let batcher = Batcher::spawn(
             raft.clone(),
-            config.id,
-            config.writes.max_batch,
-            config.writes.max_inflight,
+            BatchConfig {
+                id: config.id,
+                max_batch: config.writes.max_batch,
+                max_inflight: config.writes.max_inflight,
+                timeout: config.write_timeout(),
+                stamp,
+            },
         );
         Node {
             inner: Arc::new(Inner {
@@ -78,6 +93,7 @@ impl Node {
                 reader,
                 batcher,
                 peers,
+                clock,
                 stepping_down: AtomicBool::new(false),
                 caught_up: AtomicBool::new(false),
             }),
@@ -109,6 +125,53 @@ impl Node {
         self.inner.reader.read(|s, applied| f(s, applied.map_or(0, |l| l.index)))
     }
 
+    /// This node's clocks.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The cluster's time as this node judges it: the replicated clock
+    /// carried forward by local monotonic time (see `clock`). Reads judge
+    /// expiry against this, never against the local wall clock.
+    pub fn cluster_now(&self) -> u64 {
+        self.inner.clock.cluster_now(self.inner.reader.clock())
+    }
+
+    /// The time this node would stamp on an entry now (see `Clock::stamp`).
+    pub fn stamp_now(&self) -> u64 {
+        let voters =
+            self.inner.raft.metrics().borrow().membership_config.membership().voter_ids().count();
+        self.inner.clock.stamp(self.inner.reader.clock(), voters)
+    }
+
+    /// The term this node leads in, if it is the leader now.
+    pub fn leader_term(&self) -> Option<u64> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        (m.state == openraft::ServerState::Leader && m.current_leader == Some(self.id()))
+            .then_some(m.current_term)
+    }
+
+    /// Commit a decision this node took as the leader of `term` from its
+    /// own view (liveness, probes, the expiry sweep, the policy, clock
+    /// ticks). It is proposed here only — never forwarded to another
+    /// leader, never retried elsewhere — and fenced by `term`: if this node
+    /// was deposed meanwhile, the entry (if it commits at all) is refused
+    /// by `apply` and changes nothing. The caller decides again at its next
+    /// tick, from the new leader's view if that is where it runs.
+    pub async fn decide(&self, term: u64, command: Command) -> Result<Written, ApiError> {
+        if self.leader_term() != Some(term) {
+            return Err(ApiError::unavailable(format!("no longer the leader of term {term}")));
+        }
+        let command = Command::Leader { term, command: Box::new(command) };
+        switchboard_storage::state::validate(&command)?;
+        let written = self.write_here(command).await?;
+        match written.outcome {
+            Outcome::Error(e) => Err(e.into()),
+            _ => Ok(written),
+        }
+    }
+
     /// The current leader as this node knows it: (id, gRPC address).
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.inner.raft.metrics().borrow().clone();
@@ -122,7 +185,9 @@ impl Node {
     /// the command's own outcome, which is never an error.
     pub async fn write(&self, command: Command) -> Result<Written, ApiError> {
         switchboard_storage::state::validate(&command)?;
-        let written = self.write_any(command).await?;
+        let mut written = self.write_any(command).await?;
+        // A retried once-only request answers its first outcome.
+        written.outcome = written.outcome.into_first();
         match written.outcome {
             Outcome::Error(e) => Err(e.into()),
             _ => Ok(written),

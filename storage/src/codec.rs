@@ -19,7 +19,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The version byte written in front of every encoded value.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// 2: fenced leader decisions, once-only requests, clock ticks, delayed
+/// registration purge (new commands, policy fields and state table). A data
+/// directory written by version 1 is refused with `UnknownVersion`.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// The most bytes a single decode may claim for its containers (1 GiB).
 pub const DECODE_LIMIT: usize = 1 << 30;

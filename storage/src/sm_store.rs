@@ -25,6 +25,7 @@ use std::fmt;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -113,9 +114,20 @@ struct Shared {
     counter: AtomicU64,
     /// Events of applied entries, for watchers.
     feed: Arc<Feed>,
+    /// The replicated clock's value and the local monotonic time at which
+    /// this node applied it (local metadata, never persisted or replicated:
+    /// readers carry the clock forward from here, see [`StateReader::clock`]).
+    clock_at: Arc<Mutex<(u64, Instant)>>,
 }
 
 impl Shared {
+    /// Note that the applied state's clock is now `clock_ms`.
+    fn clock_applied(&self, clock_ms: u64) {
+        let mut at = self.clock_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if at.0 != clock_ms {
+            *at = (clock_ms, Instant::now());
+        }
+    }
     /// Writes `meta` + `data` as the current snapshot and syncs, then records
     /// `meta` as current. With `only_if_newer`, a snapshot older than the
     /// current one is not written (a slow build finishing after a newer
@@ -156,6 +168,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct StateReader {
     applied: Arc<RwLock<Applied>>,
+    clock_at: Arc<Mutex<(u64, Instant)>>,
 }
 
 impl fmt::Debug for StateReader {
@@ -173,6 +186,13 @@ impl StateReader {
         // installation (a plain assignment). Reading through it is safe.
         let applied = self.applied.read().unwrap_or_else(PoisonError::into_inner);
         f(&applied.state, applied.last_applied)
+    }
+
+    /// The applied state's replicated clock and when (local monotonic time)
+    /// this node applied that value — so a reader can carry the clock
+    /// forward by the time since, instead of trusting its own wall clock.
+    pub fn clock(&self) -> (u64, Instant) {
+        *self.clock_at.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -222,6 +242,7 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 engine,
+                clock_at: Arc::new(Mutex::new((applied.state.clock_ms, Instant::now()))),
                 applied: Arc::new(RwLock::new(applied)),
                 current: Mutex::new(current),
                 counter: AtomicU64::new(counter),
@@ -237,7 +258,10 @@ impl StateMachineStore {
 
     /// A handle for reading the applied state.
     pub fn reader(&self) -> StateReader {
-        StateReader { applied: Arc::clone(&self.shared.applied) }
+        StateReader {
+            applied: Arc::clone(&self.shared.applied),
+            clock_at: Arc::clone(&self.shared.clock_at),
+        }
     }
 }
 
@@ -309,9 +333,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Nothing,
-                EntryPayload::Normal(proposal) => state::apply(
+                EntryPayload::Normal(proposal) => state::apply_entry(
                     &mut applied.state,
                     entry.log_id.index,
+                    entry.log_id.leader_id.term,
                     proposal.at_ms,
                     &proposal.command,
                 ),
@@ -323,6 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             events_of(entry.log_id.index, &outcome, &mut events);
             outcomes.push(outcome);
         }
+        self.shared.clock_applied(applied.state.clock_ms);
         // Published while the state is still write-locked, so a watcher that
         // reads the state and then subscribes cannot miss what is in between.
         self.shared.feed.publish(events);
@@ -364,6 +390,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut applied = self.shared.applied.write().map_err(|_| poisoned())?;
         self.shared.feed.reset(installed.last_applied.map_or(0, |l| l.index));
         *applied = installed;
+        self.shared.clock_applied(applied.state.clock_ms);
         Ok(())
     }
 

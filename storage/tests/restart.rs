@@ -9,7 +9,7 @@ use std::path::Path;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, RaftLogReader, RaftSnapshotBuilder};
-use switchboard_storage::codec::CodecError;
+use switchboard_storage::codec::{self, CodecError};
 use switchboard_storage::engine::{Engine, EngineError, SledEngine, Tree};
 use switchboard_storage::state::{Command, Proposal, State};
 use switchboard_storage::types::{Entry, LogId, Membership, SnapshotMeta, Vote};
@@ -322,7 +322,7 @@ fn garbage_vote_is_a_codec_error() {
     populated(dir.path());
     {
         let engine = SledEngine::open(dir.path()).unwrap();
-        engine.insert(Tree::Meta, b"vote", &[1, 0xFF, 0xFF]).unwrap();
+        engine.insert(Tree::Meta, b"vote", &[codec::FORMAT_VERSION, 0xFF, 0xFF]).unwrap();
         engine.sync().unwrap();
     }
     let err = switchboard_storage::open(dir.path()).expect_err("garbage vote");

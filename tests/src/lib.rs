@@ -245,6 +245,7 @@ pub fn register(number: &str, device: &str, contact: &str) -> pb::RegisterReques
         node_id: 0,
         q: 1000,
         expires_s: 3600,
+        request_id: None,
     }
 }
 

@@ -17,6 +17,7 @@ async fn cas_conflict_is_failed_precondition() {
             to: "2000".into(),
             node_id: 0,
             gateway: String::new(),
+            request_id: None,
         })
         .await
         .expect("start")
@@ -28,6 +29,7 @@ async fn cas_conflict_is_failed_precondition() {
         call_id: "cas-1".into(),
         state: "ringing".into(),
         expected_version: v,
+        request_id: None,
     };
     let ok = calls.update_call(update(1)).await.expect("cas at v1").into_inner().call.unwrap();
     assert_eq!((ok.state.as_str(), ok.version), ("ringing", 2));
@@ -89,6 +91,7 @@ async fn malformed_requests_are_invalid_argument() {
             call_id: "c".into(),
             state: "flying".into(),
             expected_version: 1,
+            request_id: None,
         })
         .await
         .unwrap_err();
@@ -100,6 +103,7 @@ async fn malformed_requests_are_invalid_argument() {
             id: "gw".into(),
             outcome: "meh".into(),
             retry_after_s: 0,
+            request_id: None,
         })
         .await
         .unwrap_err();

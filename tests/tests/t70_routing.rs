@@ -120,6 +120,7 @@ async fn timed_out_gateway_is_skipped_until_its_retry_time_then_offered_after_in
             id: "gw-a".into(),
             outcome: "timeout".into(),
             retry_after_s: 2,
+            request_id: None,
         })
         .await
         .unwrap()
@@ -156,6 +157,7 @@ async fn timed_out_gateway_is_skipped_until_its_retry_time_then_offered_after_in
             id: "gw-a".into(),
             outcome: "ok".into(),
             retry_after_s: 0,
+            request_id: None,
         })
         .await
         .unwrap();
@@ -169,6 +171,7 @@ async fn timed_out_gateway_is_skipped_until_its_retry_time_then_offered_after_in
                 id: id.into(),
                 outcome: "failure".into(),
                 retry_after_s: 60,
+                request_id: None,
             })
             .await
             .unwrap();
@@ -207,6 +210,7 @@ async fn probing_marks_an_unreachable_gateway_down_and_back_up() {
             id: "gw-reported".into(),
             outcome: "timeout".into(),
             retry_after_s: 60,
+            request_id: None,
         })
         .await
         .unwrap();
@@ -270,6 +274,7 @@ async fn capacity_overflow_hands_the_call_to_another_node() {
         to: "1000".into(),
         node_id: node,
         gateway: String::new(),
+        request_id: None,
     };
     calls.start_call(start("c1", 1)).await.unwrap();
     // Node 1 is full: the call goes to node 2 (3 free) rather than node 3 (1 free).

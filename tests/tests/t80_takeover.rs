@@ -40,6 +40,7 @@ async fn calls_on(cluster: &Cluster, owner: u64, n: usize) -> Vec<pb::Call> {
                 to: "2000".into(),
                 node_id: owner,
                 gateway: String::new(),
+                request_id: None,
             })
             .await
             .unwrap()
@@ -55,6 +56,7 @@ async fn calls_on(cluster: &Cluster, owner: u64, n: usize) -> Vec<pb::Call> {
             call_id: "call-0".into(),
             state: "connected".into(),
             expected_version: 1,
+            request_id: None,
         })
         .await
         .unwrap()
@@ -135,6 +137,7 @@ async fn cold_takeover_releases_the_dead_nodes_calls() {
             to: "2".into(),
             node_id: survivor,
             gateway: String::new(),
+            request_id: None,
         })
         .await
         .unwrap()

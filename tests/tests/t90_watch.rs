@@ -66,6 +66,7 @@ async fn watch_delivers_a_scripted_scenario_in_log_order() {
         device_id: "d".into(),
         generation: 0,
         expires_s: 60,
+        request_id: None,
     })
     .await
     .unwrap();
@@ -84,6 +85,7 @@ async fn watch_delivers_a_scripted_scenario_in_log_order() {
         id: "gw".into(),
         outcome: "timeout".into(),
         retry_after_s: 30,
+        request_id: None,
     })
     .await
     .unwrap();
@@ -95,6 +97,7 @@ async fn watch_delivers_a_scripted_scenario_in_log_order() {
             to: "2000".into(),
             node_id: 0,
             gateway: String::new(),
+            request_id: None,
         })
         .await
         .unwrap();
@@ -103,14 +106,23 @@ async fn watch_delivers_a_scripted_scenario_in_log_order() {
             call_id: "c1".into(),
             state: "connected".into(),
             expected_version: 1,
+            request_id: None,
         })
         .await
         .unwrap();
-    calls.end_call(pb::EndCallRequest { call_id: "c1".into(), expected_version: 0 }).await.unwrap();
+    calls
+        .end_call(pb::EndCallRequest {
+            call_id: "c1".into(),
+            expected_version: 0,
+            request_id: None,
+        })
+        .await
+        .unwrap();
     reg.unregister(pb::UnregisterRequest {
         number: "1000".into(),
         device_id: String::new(),
         generation: 0,
+        request_id: None,
     })
     .await
     .unwrap();

@@ -72,6 +72,7 @@ fn register(n: u64) -> pb::RegisterRequest {
         node_id: 0,
         q: 1000,
         expires_s: 3600,
+        request_id: None,
     }
 }
 

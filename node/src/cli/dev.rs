@@ -221,6 +221,7 @@ async fn load_examples(ch: Channel) -> anyhow::Result<()> {
             node_id: 0,
             q: 1000,
             expires_s: 24 * 3600,
+            request_id: None,
         };
         retry(|| {
             let mut r = registrar.clone();

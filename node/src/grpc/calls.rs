@@ -5,7 +5,7 @@ use switchboard_proto::v1::calls_server::Calls;
 use switchboard_storage::state::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
-use super::convert::{call, consistency, meta, parse_call_state};
+use super::convert::{call, consistency, meta, once, parse_call_state};
 use super::unexpected;
 use crate::batch::Written;
 use crate::node::Node;
@@ -39,7 +39,8 @@ impl Calls for CallsService {
         &self,
         req: Request<pb::StartCallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        let request_id = r.request_id.take();
         let command = Command::StartCall {
             call_id: r.call_id,
             from: r.from,
@@ -47,6 +48,7 @@ impl Calls for CallsService {
             owner: (r.node_id != 0).then_some(r.node_id),
             gateway: (!r.gateway.is_empty()).then_some(r.gateway),
         };
+        let command = once(request_id, command)?;
         call_response(self.node.write(command).await?)
     }
 
@@ -54,12 +56,14 @@ impl Calls for CallsService {
         &self,
         req: Request<pb::UpdateCallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        let request_id = r.request_id.take();
         let command = Command::UpdateCall {
             call_id: r.call_id,
             state: parse_call_state(&r.state)?,
             expected_version: r.expected_version,
         };
+        let command = once(request_id, command)?;
         call_response(self.node.write(command).await?)
     }
 
@@ -67,11 +71,13 @@ impl Calls for CallsService {
         &self,
         req: Request<pb::EndCallRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        let request_id = r.request_id.take();
         let command = Command::EndCall {
             call_id: r.call_id,
             expected_version: (r.expected_version != 0).then_some(r.expected_version),
         };
+        let command = once(request_id, command)?;
         call_response(self.node.write(command).await?)
     }
 

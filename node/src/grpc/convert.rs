@@ -11,6 +11,7 @@ use switchboard_storage::state::gateways::{
 use switchboard_storage::state::nodes::NodeStatus;
 use switchboard_storage::state::registrations::Binding;
 use switchboard_storage::state::route::TargetKind;
+use switchboard_storage::state::Command;
 
 use crate::batch::Written;
 use crate::error::ApiError;
@@ -22,6 +23,19 @@ pub fn consistency(c: i32) -> Result<Consistency, ApiError> {
         Ok(pb::Consistency::Unspecified | pb::Consistency::Local) => Ok(Consistency::Local),
         Ok(pb::Consistency::Linearizable) => Ok(Consistency::Linearizable),
         Err(_) => Err(ApiError::InvalidArgument(format!("unknown consistency {c}"))),
+    }
+}
+
+/// `command` made once-only when the request carries a request id.
+pub fn once(id: Option<pb::RequestId>, command: Command) -> Result<Command, ApiError> {
+    match id {
+        None => Ok(command),
+        Some(pb::RequestId { client, .. }) if client.is_empty() => {
+            Err(ApiError::InvalidArgument("request_id.client is empty".into()))
+        }
+        Some(pb::RequestId { client, seq }) => {
+            Ok(Command::Once { client, seq, command: Box::new(command) })
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use switchboard_proto::v1::gateways_server::Gateways;
 use switchboard_storage::state::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
-use super::convert::{consistency, gateway, meta, parse_outcome};
+use super::convert::{consistency, gateway, meta, once, parse_outcome};
 use super::unexpected;
 use crate::node::Node;
 
@@ -63,7 +63,8 @@ impl Gateways for GatewaysService {
         &self,
         req: Request<pb::ReportOutcomeRequest>,
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        let request_id = r.request_id.take();
         let outcome = parse_outcome(&r.outcome)?;
         let retry_s = if r.retry_after_s == 0 {
             self.node.config().gateways.default_retry_after_s
@@ -75,6 +76,7 @@ impl Gateways for GatewaysService {
             outcome,
             retry_after_ms: u64::from(retry_s) * 1_000,
         };
+        let command = once(request_id, command)?;
         let w = self.node.write(command).await?;
         let Outcome::GatewayStatus { changed, .. } = w.outcome else {
             return Err(unexpected(&w.outcome));

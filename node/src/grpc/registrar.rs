@@ -6,9 +6,8 @@ use switchboard_storage::state::route::lookup;
 use switchboard_storage::state::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
-use super::convert::{binding, consistency, meta};
+use super::convert::{binding, consistency, meta, once};
 use super::unexpected;
-use crate::batch::now_ms;
 use crate::node::Node;
 
 /// The Registrar service of one node.
@@ -38,7 +37,8 @@ impl Registrar for RegistrarService {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        let request_id = r.request_id.take();
         let q = if r.q == 0 { 1000 } else { r.q };
         let command = Command::Register {
             device_id: if r.device_id.is_empty() { r.contact.clone() } else { r.device_id },
@@ -50,6 +50,7 @@ impl Registrar for RegistrarService {
             q: u16::try_from(q).unwrap_or(u16::MAX),
             ttl_ms: self.ttl_ms(r.expires_s),
         };
+        let command = once(request_id, command)?;
         let w = self.node.write(command).await?;
         match &w.outcome {
             Outcome::Registered { binding: b, .. } => Ok(Response::new(pb::RegisterResponse {
@@ -64,13 +65,15 @@ impl Registrar for RegistrarService {
         &self,
         req: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        let request_id = r.request_id.take();
         let command = Command::Refresh {
             number: r.number,
             device_id: r.device_id,
             generation: (r.generation != 0).then_some(r.generation),
             ttl_ms: self.ttl_ms(r.expires_s),
         };
+        let command = once(request_id, command)?;
         let w = self.node.write(command).await?;
         match &w.outcome {
             Outcome::Refreshed { binding: b, .. } => Ok(Response::new(pb::RegisterResponse {
@@ -85,12 +88,14 @@ impl Registrar for RegistrarService {
         &self,
         req: Request<pb::UnregisterRequest>,
     ) -> Result<Response<pb::UnregisterResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        let request_id = r.request_id.take();
         let command = Command::Unregister {
             number: r.number,
             device_id: (!r.device_id.is_empty()).then_some(r.device_id),
             generation: (r.generation != 0).then_some(r.generation),
         };
+        let command = once(request_id, command)?;
         let w = self.node.write(command).await?;
         match &w.outcome {
             Outcome::Unregistered { removed, .. } => Ok(Response::new(pb::UnregisterResponse {
@@ -109,7 +114,7 @@ impl Registrar for RegistrarService {
         switchboard_storage::state::dialplan::validate_digits(&r.number)
             .map_err(|e| Status::invalid_argument(format!("number: {e}")))?;
         self.node.read_barrier(consistency(r.consistency)?).await?;
-        let now = now_ms();
+        let now = self.node.cluster_now();
         Ok(Response::new(self.node.read(|s, applied| pb::LookupResponse {
             bindings: lookup(s, &r.number, now).into_iter().map(binding).collect(),
             known: s.registrations.contains(&r.number),
@@ -123,7 +128,7 @@ impl Registrar for RegistrarService {
     ) -> Result<Response<pb::ListRegistrationsResponse>, Status> {
         let r = req.into_inner();
         self.node.read_barrier(consistency(r.consistency)?).await?;
-        let now = now_ms();
+        let now = self.node.cluster_now();
         Ok(Response::new(self.node.read(|s, applied| {
             pb::ListRegistrationsResponse {
                 registrations: s

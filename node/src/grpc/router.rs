@@ -9,7 +9,6 @@ use switchboard_storage::state::route::{route, Decision, RouteRequest};
 use tonic::{Request, Response, Status};
 
 use super::convert::{consistency, target_kind};
-use crate::batch::now_ms;
 use crate::node::Node;
 
 /// The Router service of one node.
@@ -44,7 +43,7 @@ impl Router for RouterService {
         let ask = RouteRequest {
             digits: &r.digits,
             origin_node: Some(if r.origin_node == 0 { self.node.id() } else { r.origin_node }),
-            now_ms: now_ms(),
+            now_ms: self.node.cluster_now(),
             spread,
         };
         let decision = self.node.read(|s, _| route(s, &ask));

@@ -33,8 +33,9 @@ impl Liveness {
         self.missed.clear();
     }
 
-    /// Poll every other node once and commit what changed.
-    pub async fn tick(&mut self, node: &Node) {
+    /// Poll every other node once and commit what changed, as the leader
+    /// of `term` (every decision is fenced by it: see `Node::decide`).
+    pub async fn tick(&mut self, node: &Node, term: u64) {
         let interval = Duration::from_millis(node.config().liveness.poll_interval_ms);
         let threshold = node.config().liveness.missed_polls;
         let members: Vec<(NodeId, String, NodeStatus)> = node.read(|s, _| {
@@ -50,7 +51,7 @@ impl Liveness {
             s.nodes.get(node.id()).is_some_and(|n| matches!(n.status, NodeStatus::Down { .. }))
         });
         if me_down {
-            if let Err(e) = node.write(Command::NodeUp { id: node.id() }).await {
+            if let Err(e) = node.decide(term, Command::NodeUp { id: node.id() }).await {
                 warn!(error = %e, "declaring the leader itself up failed");
             }
         }
@@ -59,12 +60,13 @@ impl Liveness {
             let node = node.clone();
             polls.spawn(async move { (id, status, poll(&node, id, &addr, interval).await) });
         }
-        while let Some(Ok((id, status, answered))) = polls.join_next().await {
+        while let Some(Ok((id, status, answer))) = polls.join_next().await {
             let missed = self.missed.entry(id).or_insert(0);
-            if answered {
+            if let Some(wall_ms) = answer {
+                node.clock().record_member(id, wall_ms);
                 *missed = 0;
                 if matches!(status, NodeStatus::Down { .. }) {
-                    match node.write(Command::NodeUp { id }).await {
+                    match node.decide(term, Command::NodeUp { id }).await {
                         Ok(_) => info!(node = id, "node answers again: declared up"),
                         Err(e) => warn!(node = id, error = %e, "declaring node up failed"),
                     }
@@ -78,7 +80,7 @@ impl Liveness {
                         "node missed polls but too few others are up; not declaring it down"
                     );
                 } else if *missed >= threshold && !matches!(status, NodeStatus::Down { .. }) {
-                    match node.write(Command::NodeDown { id }).await {
+                    match node.decide(term, Command::NodeDown { id }).await {
                         Ok(_) => {
                             warn!(node = id, missed = *missed, "node missed polls: declared down")
                         }
@@ -107,13 +109,17 @@ pub fn may_declare_down(state: &State, id: NodeId) -> bool {
     alive_after > total / 2
 }
 
-/// One poll: does `id` at `addr` answer within `timeout`?
-async fn poll(node: &Node, id: NodeId, addr: &str, timeout: Duration) -> bool {
-    let Ok(channel) = node.peers().channel(id, addr) else { return false };
+/// One poll: does `id` at `addr` answer within `timeout`? If so, with its
+/// wall clock.
+async fn poll(node: &Node, id: NodeId, addr: &str, timeout: Duration) -> Option<u64> {
+    let channel = node.peers().channel(id, addr).ok()?;
     let mut req = tonic::Request::new(PingRequest { from: node.id() });
     req.set_timeout(timeout);
     let answer = tokio::time::timeout(timeout, RaftClient::new(channel).ping(req)).await;
-    matches!(answer, Ok(Ok(r)) if r.get_ref().node_id == id)
+    match answer {
+        Ok(Ok(r)) if r.get_ref().node_id == id => Some(r.get_ref().wall_ms),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

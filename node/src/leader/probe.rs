@@ -20,7 +20,6 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::batch::now_ms;
 use crate::node::Node;
 use crate::sip::options;
 
@@ -47,7 +46,7 @@ impl Prober {
     }
 
     /// Probe every gateway once and commit what changed.
-    pub async fn tick(&mut self, node: &Node) {
+    pub async fn tick(&mut self, node: &Node, term: u64) {
         let c = &node.config().gateways;
         let timeout = Duration::from_millis(c.probe_timeout_ms);
         let gateways: Vec<(String, String, GatewayStatus)> = node.read(|s, _| {
@@ -61,7 +60,7 @@ impl Prober {
                 (id, status, answered)
             });
         }
-        let now = now_ms();
+        let now = node.cluster_now();
         let retry_ms = u64::from(c.probe_retry_after_s) * 1_000;
         let interval = c.probe_interval_ms;
         while let Some(Ok((id, status, answered))) = probes.join_next().await {
@@ -93,7 +92,7 @@ impl Prober {
             if let Some(verdict) = verdict {
                 let cmd =
                     Command::ProbeResult { id: id.clone(), verdict, retry_after_ms: retry_ms };
-                match node.write(cmd).await {
+                match node.decide(term, cmd).await {
                     Ok(_) => info!(gateway = %id, ?verdict, "gateway status from probing"),
                     Err(e) => warn!(gateway = %id, error = %e, "committing probe result failed"),
                 }

@@ -105,26 +105,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient {
-            target,
-            addr: node.addr.clone(),
-            peers: self.peers.clone(),
-            client: self
-                .peers
-                .channel(target, &node.addr)
-                .map(RaftClient::new)
-                .map_err(|e| e.to_string()),
-        }
+        PeerClient { target, addr: node.addr.clone(), peers: self.peers.clone() }
     }
 }
 
-/// The Raft RPC client for one peer.
+/// The Raft RPC client for one peer. The channel is looked up in the cache
+/// for every RPC (a map lookup and a clone): openraft keeps a client for as
+/// long as its replication stream lives, and a lookup that failed once (a
+/// bad address, a test's network cut) must not fail that stream for good.
 pub struct PeerClient {
     target: NodeId,
     addr: String,
     peers: Peers,
-    /// `Err` when the address could not even be parsed into an endpoint.
-    client: Result<RaftClient<Channel>, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,13 +138,12 @@ impl PeerClient {
         F: FnOnce(RaftClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
-        if self.peers.is_cut(&self.addr) {
-            let m = Msg(format!("node {}: network cut by a failpoint", self.target));
-            return Err(RPCError::Unreachable(Unreachable::new(&m)));
-        }
-        let client = match &self.client {
-            Ok(c) => c.clone(),
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
+        let client = match self.peers.channel(self.target, &self.addr) {
+            Ok(c) => RaftClient::new(c),
+            Err(e) => {
+                let m = Msg(format!("node {}: {e}", self.target));
+                return Err(RPCError::Unreachable(Unreachable::new(&m)));
+            }
         };
         let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });

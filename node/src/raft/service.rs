@@ -81,6 +81,7 @@ impl RaftRpc for RaftService {
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let applied_index = self.node.read(|_, applied| applied);
-        Ok(Response::new(PingResponse { node_id: self.node.id(), applied_index }))
+        let wall_ms = self.node.clock().wall_ms();
+        Ok(Response::new(PingResponse { node_id: self.node.id(), applied_index, wall_ms }))
     }
 }

@@ -14,18 +14,34 @@ use super::gateways::{
 };
 use super::nodes::{Node, NodeStatus};
 use super::registrations::Binding;
+use super::requests::{self, Seen};
 use super::{ApplyError, Command, NodeId, Outcome, State, Takeover};
 
 type Applied = Result<Outcome, ApplyError>;
 
-/// Apply `command`, proposed at `at_ms`, as the entry at log `index`.
-///
-/// `index` is the Raft log index of the entry; it is accepted for tracing and
-/// for future commands that need it, but no result depends on it directly, so
-/// that replaying a command at another index (in tests) behaves the same.
+/// Apply `command`, proposed at `at_ms`, as the entry at log `index`, in
+/// term 0 (for tests and replays that do not care about terms; the state
+/// machine uses [`apply_entry`]).
 pub fn apply(state: &mut State, index: u64, at_ms: u64, command: &Command) -> Outcome {
+    apply_entry(state, index, 0, at_ms, command)
+}
+
+/// Apply `command`, proposed at `at_ms`, as the entry at log `index` that a
+/// leader of `term` appended.
+///
+/// `index` is accepted for tracing and for future commands that need it, but
+/// no result depends on it directly, so that replaying a command at another
+/// index (in tests) behaves the same. `term` fences the leader's own
+/// decisions ([`Command::Leader`]).
+pub fn apply_entry(
+    state: &mut State,
+    index: u64,
+    term: u64,
+    at_ms: u64,
+    command: &Command,
+) -> Outcome {
     let _ = index;
-    state.clock_ms = state.clock_ms.max(at_ms);
+    state.clock_ms = advance_clock(state.clock_ms, at_ms, state.policy.max_clock_step_ms);
     match command {
         Command::Batch(commands) if commands.len() > MAX_BATCH => {
             Outcome::Error(ApplyError::Invalid(format!(
@@ -40,11 +56,23 @@ pub fn apply(state: &mut State, index: u64, at_ms: u64, command: &Command) -> Ou
                     Command::Batch(_) => {
                         Outcome::Error(ApplyError::Invalid("batches do not nest".into()))
                     }
-                    c => settle(apply_one(state, c)),
+                    c => settle(apply_one(state, term, c)),
                 })
                 .collect(),
         ),
-        c => settle(apply_one(state, c)),
+        c => settle(apply_one(state, term, c)),
+    }
+}
+
+/// The replicated clock after an entry stamped `at_ms`: it never goes back,
+/// and one entry moves it at most `max_step` ms (0 = no cap) — except the
+/// very first stamp, which sets it. A leader whose wall clock jumps ahead
+/// therefore cannot expire every registration at once.
+pub fn advance_clock(clock: u64, at_ms: u64, max_step: u64) -> u64 {
+    if clock == 0 || max_step == 0 {
+        clock.max(at_ms)
+    } else {
+        clock.max(at_ms.min(clock.saturating_add(max_step)))
     }
 }
 
@@ -121,7 +149,24 @@ pub fn validate(command: &Command) -> Result<(), ApplyError> {
                 c => validate(c),
             })
         }
+        Command::Leader { command, .. } => match **command {
+            Command::Batch(_) | Command::Leader { .. } | Command::Once { .. } => {
+                Err(invalid("a leader decision holds one plain command"))
+            }
+            ref c => validate(c),
+        },
+        Command::Once { client, command, .. } => {
+            id_ok("client", client)?;
+            match **command {
+                Command::Batch(_) | Command::Leader { .. } | Command::Once { .. } => {
+                    Err(invalid("a once-only request holds one plain command"))
+                }
+                ref c => validate(c),
+            }
+        }
         Command::ExpireBindings
+        | Command::Tick
+        | Command::PurgeNodeRegistrations { .. }
         | Command::RemoveNode { .. }
         | Command::NodeDown { .. }
         | Command::NodeUp { .. }
@@ -133,10 +178,53 @@ pub fn validate(command: &Command) -> Result<(), ApplyError> {
 /// Applies one non-batch command. It validates first and every arm checks
 /// the state *before* it mutates, so an `Err` always leaves the state as it
 /// was.
-fn apply_one(state: &mut State, command: &Command) -> Applied {
+fn apply_one(state: &mut State, term: u64, command: &Command) -> Applied {
     validate(command)?;
     let now = state.clock_ms;
     match command {
+        Command::Leader { term: decided, command } => {
+            if *decided != term {
+                return Err(ApplyError::StaleTerm { decided: *decided, entry: term });
+            }
+            apply_one(state, term, command)
+        }
+        Command::Once { client, seq, command } => match state.requests.seen(client, *seq) {
+            Seen::Done(first) => Ok(Outcome::Repeated(Box::new(first.clone()))),
+            Seen::TooOld { oldest } => Err(ApplyError::RequestTooOld {
+                client: client.clone(),
+                seq: *seq,
+                oldest,
+                window: requests::WINDOW,
+            }),
+            // The first outcome is remembered even when it is a refusal, so
+            // a retry gets the same answer: the request is then "applied"
+            // (recorded), which is why this arm returns Ok.
+            Seen::New => {
+                let first = settle(apply_one(state, term, command));
+                state.requests.record(client, *seq, first.clone(), now);
+                Ok(first)
+            }
+        },
+        Command::Tick => Ok(Outcome::Nothing),
+        Command::PurgeNodeRegistrations { id } => {
+            node_known(state, *id)?;
+            let status = state.nodes.get(*id).map(|n| n.status);
+            let Some(NodeStatus::Down { since_ms }) = status else {
+                return Err(ApplyError::Precondition(format!(
+                    "node {id} is not down; its registrations stay"
+                )));
+            };
+            let due = since_ms.saturating_add(state.policy.purge_after_ms);
+            if !state.policy.purge_registrations_on_node_down || now < due {
+                return Err(ApplyError::Precondition(format!(
+                    "node {id} has been down since {since_ms}; its registrations are purged \
+                     at {due} if the policy says so (clock {now})"
+                )));
+            }
+            let purged = state.registrations.remove_all_where(|b| b.node == *id);
+            let down = NodeStatus::Down { since_ms };
+            Ok(node_status(*id, down, Relocated { purged, ..Relocated::default() }))
+        }
         Command::Register { number, device_id, contact, device_name, mac, node, q, ttl_ms } => {
             // Generations come from a replicated counter rather than the log
             // index: one batched entry may hold several registrations, and a
@@ -295,7 +383,11 @@ fn apply_one(state: &mut State, command: &Command) -> Applied {
             let down = NodeStatus::Down { since_ms: now };
             set_status(state, *id, down);
             let mut done = relocate(state, *id, state.policy.takeover == Takeover::Cold);
-            if state.policy.purge_registrations_on_node_down {
+            // Registrations are purged here only when the policy says "at
+            // once"; otherwise by PurgeNodeRegistrations once the node has
+            // stayed down long enough (a blip must not unregister a node's
+            // devices until they re-register).
+            if state.policy.purge_registrations_on_node_down && state.policy.purge_after_ms == 0 {
                 done.purged = state.registrations.remove_all_where(|b| b.node == *id);
             }
             Ok(node_status(*id, down, done))

@@ -575,6 +575,7 @@ fn node_down_cold_releases_owned_calls_and_reassigns_standby_duty() {
         Command::SetPolicy(Policy {
             takeover: Takeover::Cold,
             purge_registrations_on_node_down: true,
+            ..Policy::default()
         }),
     );
     r.ok(0, start("owned", Some(1)));
@@ -644,6 +645,8 @@ fn node_down_purges_its_registrations_by_policy() {
             Command::SetPolicy(Policy {
                 takeover: Takeover::Hot,
                 purge_registrations_on_node_down: purge,
+                purge_after_ms: 0,
+                ..Policy::default()
             }),
         );
         let on1 = registered(&r.ok(0, register("1000", "a", 1, 60_000)));
@@ -671,6 +674,7 @@ fn drain_moves_calls_even_under_the_cold_policy() {
         Command::SetPolicy(Policy {
             takeover: Takeover::Cold,
             purge_registrations_on_node_down: true,
+            ..Policy::default()
         }),
     );
     r.ok(0, start("a", Some(1)));
@@ -714,7 +718,119 @@ fn batch_applies_each_command_and_reports_each_outcome() {
 #[test]
 fn set_policy_is_recorded() {
     let mut r = Replica::new();
-    let p = Policy { takeover: Takeover::Cold, purge_registrations_on_node_down: false };
+    let p = Policy {
+        takeover: Takeover::Cold,
+        purge_registrations_on_node_down: false,
+        purge_after_ms: 1,
+        max_clock_step_ms: 2,
+    };
     assert_eq!(r.ok(0, Command::SetPolicy(p)), Outcome::PolicySet(p));
     assert_eq!(r.state.policy, p);
+}
+
+#[test]
+fn registrations_are_purged_only_after_the_node_stayed_down() {
+    let mut r = Replica::new();
+    r.nodes(&[1, 2, 3], 1_000);
+    let policy = Policy { purge_after_ms: 10_000, ..Policy::default() };
+    r.ok(1_000, Command::SetPolicy(policy));
+    let on1 = registered(&r.ok(1_000, register("1000", "a", 1, 3_600_000)));
+    r.ok(1_000, start("c", Some(1)));
+    // Down: calls move at once, registrations stay.
+    let Outcome::NodeStatus { purged, moved, .. } = r.ok(2_000, Command::NodeDown { id: 1 }) else {
+        panic!()
+    };
+    assert!(purged.is_empty());
+    assert_eq!(moved.len(), 1);
+    assert_eq!(lookup(&r.state, "1000", 2_000), vec![&on1]);
+    // Too early: refused, nothing changes.
+    let e = r.err(6_000, Command::PurgeNodeRegistrations { id: 1 });
+    assert!(matches!(e, ApplyError::Precondition(_)), "{e:?}");
+    // Due (down since 2 000, purge after 10 000): purged.
+    r.ok(9_000, Command::Tick);
+    let Outcome::NodeStatus { purged, .. } =
+        r.ok(12_000, Command::PurgeNodeRegistrations { id: 1 })
+    else {
+        panic!()
+    };
+    assert_eq!(purged, vec![("1000".to_string(), on1)]);
+    assert!(lookup(&r.state, "1000", 12_000).is_empty());
+}
+
+#[test]
+fn a_node_back_in_time_keeps_its_registrations() {
+    let mut r = Replica::new();
+    r.nodes(&[1, 2, 3], 1_000);
+    r.ok(1_000, Command::SetPolicy(Policy { purge_after_ms: 10_000, ..Policy::default() }));
+    let on1 = registered(&r.ok(1_000, register("1000", "a", 1, 3_600_000)));
+    r.ok(2_000, Command::NodeDown { id: 1 });
+    r.ok(3_000, Command::NodeUp { id: 1 });
+    r.ok(8_000, Command::Tick);
+    r.ok(13_000, Command::Tick);
+    let e = r.err(13_000, Command::PurgeNodeRegistrations { id: 1 });
+    assert!(matches!(e, ApplyError::Precondition(_)), "{e:?}");
+    assert_eq!(lookup(&r.state, "1000", 13_000), vec![&on1]);
+}
+
+#[test]
+fn a_leader_decision_applies_only_in_its_own_term() {
+    let mut r = Replica::new();
+    r.nodes(&[1, 2, 3], 1_000);
+    r.ok(1_000, start("c", Some(2)));
+    let down = Command::Leader { term: 4, command: Box::new(Command::NodeDown { id: 2 }) };
+    // Committed in a later term (a deposed leader's decision re-proposed
+    // by the next leader): refused, the call stays where it is.
+    let before = r.state.clone();
+    let out = apply_entry(&mut r.state, 10, 5, 1_000, &down);
+    assert_eq!(out, Outcome::Error(ApplyError::StaleTerm { decided: 4, entry: 5 }));
+    assert_eq!(before, r.state);
+    // In its own term it applies.
+    let out = apply_entry(&mut r.state, 11, 4, 1_000, &down);
+    assert!(matches!(out, Outcome::NodeStatus { ref moved, .. } if moved.len() == 1), "{out:?}");
+    assert_ne!(r.state.calls.get("c").unwrap().owner, 2);
+    // Fences do not nest.
+    let nested = Command::Leader { term: 4, command: Box::new(down) };
+    assert!(matches!(validate(&nested), Err(ApplyError::Invalid(_))));
+}
+
+#[test]
+fn a_once_only_request_applies_once_and_answers_its_first_outcome() {
+    let mut r = Replica::new();
+    r.nodes(&[1, 2], 0);
+    let once = |seq, cmd| Command::Once { client: "proxy-a".into(), seq, command: Box::new(cmd) };
+    let first = r.ok(0, once(7, register("1000", "a", 1, 60_000)));
+    let generations = r.state.generations;
+    // The retry is not applied again (no new generation) and says what the first said.
+    let again = r.at(0, once(7, register("1000", "a", 1, 60_000)));
+    assert_eq!(again, Outcome::Repeated(Box::new(first.clone())));
+    assert_eq!(again.into_first(), first);
+    assert_eq!(r.state.generations, generations);
+    // A refusal is remembered too: a retried StartCall that conflicted the
+    // first time conflicts again, without a second attempt.
+    r.ok(0, start("c", Some(1)));
+    let refused = r.at(0, once(8, start("c", Some(1))));
+    assert!(matches!(refused, Outcome::Error(ApplyError::AlreadyExists(_))));
+    r.ok(0, Command::EndCall { call_id: "c".into(), expected_version: None });
+    let retried = r.at(0, once(8, start("c", Some(1))));
+    assert_eq!(retried, Outcome::Repeated(Box::new(refused)));
+    assert!(r.state.calls.get("c").is_none());
+    // Repeats make no events.
+    let mut events = Vec::new();
+    crate::state::events::events_of(1, &retried, &mut events);
+    assert!(events.is_empty());
+}
+
+#[test]
+fn the_clock_never_goes_back_and_one_entry_moves_it_at_most_the_cap() {
+    let mut r = Replica::new();
+    r.ok(1_000_000, Command::Tick);
+    assert_eq!(r.state.clock_ms, 1_000_000, "the first stamp sets the clock");
+    r.ok(900_000, Command::Tick);
+    assert_eq!(r.state.clock_ms, 1_000_000, "never back");
+    // A leader ten minutes ahead moves it by the cap only.
+    r.ok(1_600_000, Command::Tick);
+    assert_eq!(r.state.clock_ms, 1_000_000 + crate::state::DEFAULT_MAX_CLOCK_STEP_MS);
+    r.ok(1_000_000, Command::SetPolicy(Policy { max_clock_step_ms: 0, ..Policy::default() }));
+    r.ok(1_600_000, Command::Tick);
+    assert_eq!(r.state.clock_ms, 1_600_000, "0 = no cap");
 }

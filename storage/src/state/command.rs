@@ -200,6 +200,42 @@ pub enum Command {
         expected_version: Option<u64>,
     },
 
+    /// Advance the replicated clock and nothing else: the leader commits
+    /// one when no other entry has done so for a while, so that time moves
+    /// on an idle cluster too.
+    Tick,
+    /// Purge the registrations controlled by node `id`, which has stayed
+    /// down for the policy's `purge_after_ms`. Refused unless the node is
+    /// still down and has been for that long (by the replicated clock).
+    PurgeNodeRegistrations {
+        /// Node id.
+        id: NodeId,
+    },
+
+    /// A decision the leader took from its own view while leading in
+    /// `term` (liveness, probe results, the expiry sweep, the policy, clock
+    /// ticks). Applied only when the entry's own term is `term`: a deposed
+    /// leader's stale decision that reaches the log in a later term (for
+    /// instance forwarded to, or re-proposed at, the new leader) is refused
+    /// and changes nothing.
+    Leader {
+        /// The term the decision was taken in.
+        term: u64,
+        /// The decision (not a batch, not itself fenced or once-only).
+        command: Box<Command>,
+    },
+    /// A client write applied at most once per `(client, seq)`: a retry
+    /// with the same pair is not applied again and answers the first
+    /// outcome (see `requests`).
+    Once {
+        /// The client's own id.
+        client: String,
+        /// The client's number for this write; a retry reuses it.
+        seq: u64,
+        /// The write (not a batch, not fenced, not once-only).
+        command: Box<Command>,
+    },
+
     /// Many client writes in one log entry (group commit). Each is applied in
     /// order and has its own outcome; one failing does not undo the others.
     /// Batches do not nest.
@@ -234,6 +270,27 @@ pub enum ApplyError {
     /// No node or gateway has room.
     #[error("no capacity: {0}")]
     NoCapacity(String),
+    /// A leader's decision reached the log in another term than the one it
+    /// was taken in (the proposer was deposed meanwhile).
+    #[error("stale leader decision: taken in term {decided}, committed in term {entry}")]
+    StaleTerm {
+        /// The term the decision was taken in.
+        decided: u64,
+        /// The term of the entry that carried it.
+        entry: u64,
+    },
+    /// A once-only request older than the client's window.
+    #[error("request {seq} of client {client:?} is older than the {window} kept (oldest {oldest}); it cannot be told apart from a new write")]
+    RequestTooOld {
+        /// The client.
+        client: String,
+        /// The request's seq.
+        seq: u64,
+        /// The oldest seq still kept.
+        oldest: u64,
+        /// The window size.
+        window: usize,
+    },
 }
 
 /// A call that changed owner or stand-by.
@@ -346,6 +403,9 @@ pub enum Outcome {
     },
     /// One outcome per command of a batch, in order.
     Batch(Vec<Outcome>),
+    /// A once-only request that was applied before: the first outcome,
+    /// answered again (and, unlike it, the source of no events).
+    Repeated(Box<Outcome>),
     /// The command was refused and changed nothing.
     Error(ApplyError),
 }
@@ -355,7 +415,16 @@ impl Outcome {
     pub fn error(&self) -> Option<&ApplyError> {
         match self {
             Outcome::Error(e) => Some(e),
+            Outcome::Repeated(o) => o.error(),
             _ => None,
+        }
+    }
+
+    /// The outcome itself, whether first or repeated.
+    pub fn into_first(self) -> Outcome {
+        match self {
+            Outcome::Repeated(o) => *o,
+            o => o,
         }
     }
 }

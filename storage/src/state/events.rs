@@ -138,7 +138,8 @@ pub struct Event {
 pub fn events_of(index: u64, outcome: &Outcome, out: &mut Vec<Event>) {
     let mut push = |kind, key: String, detail| out.push(Event { index, kind, key, detail });
     match outcome {
-        Outcome::Nothing | Outcome::Error(_) => {}
+        // A repeated once-only request changed nothing this time.
+        Outcome::Nothing | Outcome::Error(_) | Outcome::Repeated(_) => {}
         Outcome::Registered { number, binding, .. } => {
             push(EventKind::RegistrationAdded, number.clone(), Detail::Binding(binding.clone()))
         }
@@ -268,6 +269,8 @@ mod tests {
                 gateway: None,
             },
         );
+        // Purge at once (purge_after_ms = 0), so NodeDown removes the registration.
+        s.policy.purge_after_ms = 0;
         run(&mut s, Command::NodeDown { id: 1 });
         let got: Vec<(u64, &str, &str)> =
             events.iter().map(|e| (e.index, e.kind.as_str(), e.key.as_str())).collect();

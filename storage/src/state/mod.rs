@@ -20,12 +20,13 @@ pub mod events;
 pub mod gateways;
 pub mod nodes;
 pub mod registrations;
+pub mod requests;
 pub mod route;
 
 #[cfg(test)]
 mod proptests;
 
-pub use apply::{apply, validate};
+pub use apply::{apply, apply_entry, validate};
 pub use command::{ApplyError, Command, Outcome, Proposal};
 
 use serde::{Deserialize, Serialize};
@@ -38,14 +39,32 @@ pub type NodeId = u64;
 pub struct Policy {
     /// Hot: calls move to their stand-by node and stay up. Cold: they are released.
     pub takeover: Takeover,
-    /// Purge the registrations a node controlled when it is declared down
-    /// (the seed's procedure 270); when false they live until their own expiry.
+    /// Purge the registrations a node controlled once it has stayed down
+    /// for `purge_after_ms` (the seed's procedure 270); when false they live
+    /// until their own expiry.
     pub purge_registrations_on_node_down: bool,
+    /// How long a node must stay down before its registrations are purged,
+    /// ms (0 = purge at once, with `NodeDown`). Calls move at once either
+    /// way; a node that is back in time keeps its registrations.
+    pub purge_after_ms: u64,
+    /// The most one entry may advance the replicated clock, ms (0 = no cap):
+    /// a leader whose wall clock jumps ahead cannot expire everything.
+    pub max_clock_step_ms: u64,
 }
+
+/// Default of [`Policy::purge_after_ms`].
+pub const DEFAULT_PURGE_AFTER_MS: u64 = 60_000;
+/// Default of [`Policy::max_clock_step_ms`].
+pub const DEFAULT_MAX_CLOCK_STEP_MS: u64 = 5_000;
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { takeover: Takeover::Hot, purge_registrations_on_node_down: true }
+        Policy {
+            takeover: Takeover::Hot,
+            purge_registrations_on_node_down: true,
+            purge_after_ms: DEFAULT_PURGE_AFTER_MS,
+            max_clock_step_ms: DEFAULT_MAX_CLOCK_STEP_MS,
+        }
     }
 }
 
@@ -78,4 +97,6 @@ pub struct State {
     pub nodes: nodes::Nodes,
     /// Calls in progress, with owner and stand-by.
     pub calls: calls::Calls,
+    /// Recent client request ids and their outcomes (once-only retries).
+    pub requests: requests::Requests,
 }

@@ -134,12 +134,18 @@ fn simple_command() -> BoxedStrategy<Command> {
         node_id().prop_map(|id| Command::NodeDown { id }),
         node_id().prop_map(|id| Command::NodeUp { id }),
         node_id().prop_map(|id| Command::DrainNode { id }),
-        (proptest::bool::ANY, proptest::bool::ANY).prop_map(|(hot, purge)| {
-            Command::SetPolicy(Policy {
-                takeover: if hot { Takeover::Hot } else { Takeover::Cold },
-                purge_registrations_on_node_down: purge,
-            })
-        }),
+        (proptest::bool::ANY, proptest::bool::ANY, 0u64..3, 0u64..3).prop_map(
+            |(hot, purge, after, step)| {
+                Command::SetPolicy(Policy {
+                    takeover: if hot { Takeover::Hot } else { Takeover::Cold },
+                    purge_registrations_on_node_down: purge,
+                    purge_after_ms: after * 5_000,
+                    max_clock_step_ms: step * 4_000,
+                })
+            }
+        ),
+        Just(Command::Tick),
+        node_id().prop_map(|id| Command::PurgeNodeRegistrations { id }),
         (call_id(), proptest::option::of(node_id()), proptest::option::of(gateway_id())).prop_map(
             |(call_id, owner, gateway)| Command::StartCall {
                 call_id,
@@ -162,6 +168,13 @@ fn simple_command() -> BoxedStrategy<Command> {
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         10 => simple_command(),
+        2 => (0u64..2, simple_command())
+            .prop_map(|(term, c)| Command::Leader { term, command: Box::new(c) }),
+        2 => (0u64..3, simple_command()).prop_map(|(seq, c)| Command::Once {
+            client: "c".into(),
+            seq,
+            command: Box::new(c),
+        }),
         1 => proptest::collection::vec(
             prop_oneof![4 => simple_command(), 1 => Just(Command::Batch(vec![]))],
             0..6
@@ -225,6 +238,11 @@ proptest! {
             if out.error().is_some() {
                 let mut expected = before;
                 expected.clock_ms = state.clock_ms;
+                // A once-only request remembers even a refusal (its retry
+                // must get the same answer).
+                if matches!(cmd, Command::Once { .. }) {
+                    expected.requests = state.requests.clone();
+                }
                 prop_assert_eq!(&expected, &state, "{:?} failed with {:?} but changed the state", cmd, out);
             }
             prop_assert!(state.calls.check_invariants().is_ok(), "{:?}", state.calls.check_invariants());

@@ -65,6 +65,30 @@ fn emit(text: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// This invocation's request id (see `--request-id`): one per process, so
+/// a static; every write the invocation makes carries it, and so do the
+/// retries `Conn::call` makes at other nodes.
+static REQUEST_ID: std::sync::OnceLock<pb::RequestId> = std::sync::OnceLock::new();
+
+/// Fix this invocation's request id: the given one, or a fresh one.
+pub fn set_request_id(given: Option<(String, u64)>) {
+    let id = given.map_or_else(
+        || {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            pb::RequestId { client: format!("ctl-{}-{nanos:x}", std::process::id()), seq: 1 }
+        },
+        |(client, seq)| pb::RequestId { client, seq },
+    );
+    let _ = REQUEST_ID.set(id);
+}
+
+/// The request id writes carry (`None` before `set_request_id`).
+fn request_id() -> Option<pb::RequestId> {
+    REQUEST_ID.get().cloned()
+}
+
 /// Run `command` and print its output.
 pub async fn execute(conn: &Conn, as_json: bool, command: CtlCommand) -> anyhow::Result<()> {
     let now = now_ms();
@@ -98,6 +122,7 @@ async fn register(conn: &Conn, as_json: bool, a: RegisterArgs, now: u64) -> anyh
         node_id: a.node.unwrap_or(0),
         q: a.q.unwrap_or(0),
         expires_s: a.expires.unwrap_or(0),
+        request_id: request_id(),
     };
     let number = req.number.clone();
     let r = rpc!(conn, RegistrarClient.register(req))?;
@@ -111,6 +136,7 @@ async fn refresh(conn: &Conn, as_json: bool, a: RefreshArgs, now: u64) -> anyhow
         device_id: a.device,
         generation: 0,
         expires_s: a.expires.unwrap_or(0),
+        request_id: request_id(),
     };
     let number = req.number.clone();
     let r = rpc!(conn, RegistrarClient.refresh(req))?;
@@ -128,6 +154,7 @@ async fn unregister(
         number: a.number,
         device_id: a.device.unwrap_or_default(),
         generation: a.generation.unwrap_or(0),
+        request_id: request_id(),
     };
     let r = rpc!(conn, RegistrarClient.unregister(req))?;
     if as_json {
@@ -296,6 +323,7 @@ async fn gateway(
                 id: a.id,
                 outcome: a.outcome.as_str().into(),
                 retry_after_s: a.retry_after.unwrap_or(0),
+                request_id: request_id(),
             };
             let r = rpc!(conn, GatewaysClient.report_outcome(req))?;
             if as_json {
@@ -374,6 +402,7 @@ async fn call(
                 to: a.to,
                 node_id: a.node.unwrap_or(0),
                 gateway: a.gateway.unwrap_or_default(),
+                request_id: request_id(),
             };
             rpc!(conn, CallsClient.start_call(req))?
         }
@@ -398,6 +427,7 @@ async fn call(
                 call_id: a.call_id,
                 state: a.state.as_str().into(),
                 expected_version,
+                request_id: request_id(),
             };
             rpc!(conn, CallsClient.update_call(req))?
         }
@@ -405,6 +435,7 @@ async fn call(
             let req = pb::EndCallRequest {
                 call_id: a.call_id,
                 expected_version: a.expected_version.unwrap_or(0),
+                request_id: request_id(),
             };
             rpc!(conn, CallsClient.end_call(req))?
         }

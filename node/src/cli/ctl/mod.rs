@@ -55,9 +55,31 @@ pub struct CtlArgs {
         value_parser = parse_timeout
     )]
     pub timeout: Duration,
+    /// Id of this write, CLIENT:SEQ, so that it is applied at most once
+    /// (registrations, calls, gateway reports): the cluster answers a
+    /// repeat with the first outcome. By default every invocation makes a
+    /// fresh one and reuses it when it retries at another node.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "CLIENT:SEQ",
+        value_parser = parse_request_id
+    )]
+    pub request_id: Option<(String, u64)>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
+}
+
+/// Parse `--request-id CLIENT:SEQ` (the client may itself contain ':').
+fn parse_request_id(s: &str) -> Result<(String, u64), String> {
+    let (client, seq) = s.rsplit_once(':').ok_or("expected CLIENT:SEQ, e.g. ops-7:42")?;
+    if client.is_empty() || client.len() > 128 {
+        return Err("the client part must be 1 to 128 bytes".into());
+    }
+    let seq = seq.parse::<u64>().map_err(|e| format!("SEQ {seq:?}: {e}"))?;
+    Ok((client.to_owned(), seq))
 }
 
 /// A `ctl` command.
@@ -431,6 +453,7 @@ pub struct WatchArgs {
 /// line (`{:#}`); nothing has been printed for it yet.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let conn = conn::Conn::new(args.endpoints, args.timeout);
+    exec::set_request_id(args.request_id);
     exec::execute(&conn, args.json, args.command).await
 }
 
@@ -488,6 +511,16 @@ mod tests {
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Top::Ctl(a) => a,
         })
+    }
+
+    #[test]
+    fn request_ids_are_client_colon_seq() {
+        let a = parse(&["--request-id", "ops:7:42", "register", "1000", "sip:a@b"]).unwrap();
+        assert_eq!(a.request_id, Some(("ops:7".to_string(), 42)));
+        assert!(parse(&["--request-id", "ops", "status"]).is_err());
+        assert!(parse(&["--request-id", ":1", "status"]).is_err());
+        assert!(parse(&["--request-id", "ops:x", "status"]).is_err());
+        assert_eq!(parse(&["status"]).unwrap().request_id, None);
     }
 
     #[test]
