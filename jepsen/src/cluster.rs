@@ -36,6 +36,10 @@ const CLIENT_IP: &str = "10.99.0.254";
 /// Port every node listens on inside its namespace.
 const NS_PORT: u16 = 7001;
 
+/// Every node's configuration file.
+const NODE_CONFIG: &str = "[registrations]\npurge_on_node_down = false\n\n\
+                           [raft]\nsnapshot_after_entries = 300\nkeep_entries_after_snapshot = 50\n";
+
 /// How the nodes are hosted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -225,9 +229,10 @@ impl Cluster {
         };
         // The checker's models have no notion of a node-down purge: keep
         // registrations when a node is declared down (they still expire).
+        // Small snapshot thresholds, so that a node cut off for a few
+        // seconds is caught up by a snapshot install (the `snapshot` nemesis).
         let config = self.dir.join(format!("n{id}.toml"));
-        fs::write(&config, "[registrations]\npurge_on_node_down = false\n")
-            .with_context(|| format!("writing {}", config.display()))?;
+        fs::write(&config, NODE_CONFIG).with_context(|| format!("writing {}", config.display()))?;
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
@@ -248,6 +253,23 @@ impl Cluster {
         let child = cmd.spawn().with_context(|| format!("starting node {id}"))?;
         self.procs.insert(id, Proc { child: Some(child), paused: false });
         Ok(())
+    }
+
+    /// Shift node `id`'s wall clock by `offset_ms` (0 = none) through the
+    /// node's test-only failpoint file in its data directory, which it
+    /// re-reads every 100 ms. Needs a node binary built with failpoints.
+    pub fn set_clock_offset(&mut self, id: u64, offset_ms: i64) -> Result<()> {
+        let file = self.data_dir(id).join("failpoint-clock-offset-ms");
+        if offset_ms == 0 {
+            return match fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("removing {}", file.display()))
+                }
+                _ => Ok(()),
+            };
+        }
+        fs::write(&file, offset_ms.to_string())
+            .with_context(|| format!("writing {}", file.display()))
     }
 
     /// Whether node `id` has a live process (running or paused).

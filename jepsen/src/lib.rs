@@ -19,13 +19,17 @@
 //! - [`cluster`]: real node processes in network namespaces (or on
 //!   127.0.0.1 when not root), signals, nftables partitions, cleanup.
 //! - [`api`]: gRPC channels to the nodes and the admin calls nemeses need.
-//! - [`nemesis`]: the seeded fault schedule (partition, kill, pause, member).
+//! - [`nemesis`]: the seeded fault schedule (partition, kill, pause, member,
+//!   leader isolation, clock skew, snapshot-crossing partitions).
+//! - [`anchors`]: calls placed on every node; none may move off a node that
+//!   no fault touched.
 //! - [`workload`]: the clients that produce histories, and the LOCAL-read audit.
 //! - [`run`]: one run from start-up to verdict.
 //! - [`report`], [`plot`]: the run directory: history, results, SVG plots, logs.
 
 #![deny(missing_docs)]
 
+pub mod anchors;
 pub mod api;
 pub mod checker;
 pub mod cluster;

@@ -9,11 +9,25 @@
 //!   from its data directory;
 //! - `pause`: SIGSTOP of a random node, SIGCONT later;
 //! - `member`: remove a node through the API, wipe it, start it empty and
-//!   add it back; or drain the leader (it hands leadership over).
+//!   add it back; or drain the leader (it hands leadership over);
+//! - `leader-isolation`: cut the current leader off for 1-3 s (it keeps
+//!   deciding from its stale view meanwhile: liveness, probes, sweeps);
+//! - `clock`: shift one node's wall clock by 1-10 minutes, ahead or behind
+//!   (the node's test-only clock-offset failpoint: the real clock cannot be
+//!   changed per namespace), then back;
+//! - `snapshot`: cut one node off for 5-8 s while the others keep writing,
+//!   so that they snapshot and purge their logs past it and it must be
+//!   caught up by a snapshot install (the nodes run with small snapshot
+//!   thresholds).
+//!
+//! Every node a fault harms is recorded as *touched* (see `anchors`);
+//! clock skew touches nobody: it must not make the cluster declare anyone
+//! down.
 //!
 //! The schedule is seeded: one fault every few seconds, chosen from the
 //! enabled kinds, held for a few seconds, then healed.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +55,12 @@ pub enum Kind {
     Pause,
     /// Remove and re-add a node; drain the leader.
     Member,
+    /// Cut the leader off for 1-3 s (netns mode only).
+    LeaderIsolation,
+    /// Shift one node's wall clock by minutes.
+    Clock,
+    /// Cut one node off until the others have snapshotted past it (netns only).
+    Snapshot,
 }
 
 impl Kind {
@@ -53,11 +73,15 @@ impl Kind {
                 "kill" => Kind::Kill,
                 "pause" => Kind::Pause,
                 "member" => Kind::Member,
+                "leader-isolation" => Kind::LeaderIsolation,
+                "clock" => Kind::Clock,
+                "snapshot" => Kind::Snapshot,
                 "none" => continue,
                 other => {
                     return Err(anyhow!(
-                    "unknown nemesis {other:?}; expected partition, kill, pause, member or none"
-                ))
+                        "unknown nemesis {other:?}; expected partition, kill, pause, member, \
+                         leader-isolation, clock, snapshot or none"
+                    ))
                 }
             });
         }
@@ -70,12 +94,23 @@ impl Kind {
 pub struct Recorder {
     start: Instant,
     events: Arc<Mutex<Vec<NemesisEvent>>>,
+    touched: Arc<Mutex<BTreeSet<u64>>>,
 }
 
 impl Recorder {
     /// A recorder whose time zero is `start`.
     pub fn new(start: Instant) -> Self {
-        Recorder { start, events: Arc::default() }
+        Recorder { start, events: Arc::default(), touched: Arc::default() }
+    }
+
+    /// Note that a fault harmed `nodes` (see `anchors`).
+    pub fn touch(&self, nodes: &[u64]) {
+        self.touched.lock().unwrap_or_else(|p| p.into_inner()).extend(nodes);
+    }
+
+    /// Every node a fault harmed so far.
+    pub fn touched(&self) -> BTreeSet<u64> {
+        self.touched.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Nanoseconds since the run started.
@@ -120,7 +155,8 @@ impl Nemesis {
         rec: Recorder,
     ) -> Self {
         if lock(&cluster).mode == Mode::Local {
-            kinds.retain(|k| *k != Kind::Partition);
+            kinds
+                .retain(|k| !matches!(k, Kind::Partition | Kind::LeaderIsolation | Kind::Snapshot));
         }
         Nemesis {
             cluster,
@@ -179,11 +215,17 @@ impl Nemesis {
                         let cut = nodes.len() / 2;
                         let (a, b) = nodes.split_at(cut);
                         let groups = vec![a.to_vec(), b.to_vec()];
+                        // The smaller side (both, when even) may be declared down.
+                        self.rec.touch(a);
+                        if a.len() == b.len() {
+                            self.rec.touch(b);
+                        }
                         lock(&self.cluster).partition(&groups)?;
                         ("partition-halves", format!("{groups:?}"))
                     }
                     (1, Some(l)) => {
                         let rest: Vec<u64> = live.iter().copied().filter(|&n| n != l).collect();
+                        self.rec.touch(&[l]);
                         lock(&self.cluster).partition(&[vec![l], rest])?;
                         ("partition-leader", format!("isolated leader {l}"))
                     }
@@ -191,6 +233,7 @@ impl Nemesis {
                         // Ring: node i hears only its neighbours; with 5 nodes
                         // every node sees a majority, but a different one.
                         let n = nodes.len();
+                        self.rec.touch(&nodes);
                         let mut c = lock(&self.cluster);
                         for (i, &a) in nodes.iter().enumerate() {
                             for (j, &b) in nodes.iter().enumerate() {
@@ -204,6 +247,7 @@ impl Nemesis {
                     }
                     _ => {
                         let (a, b) = (nodes[0], nodes[1]);
+                        self.rec.touch(&[a, b]);
                         lock(&self.cluster).block(a, b)?;
                         ("partition-one-way", format!("{a} stops hearing {b}"))
                     }
@@ -218,6 +262,7 @@ impl Nemesis {
                     Some(l) if self.rng.random_bool(0.5) => l,
                     _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
                 };
+                self.rec.touch(&[victim]);
                 lock(&self.cluster).kill(victim)?;
                 self.rec.record(Phase::Start, "kill", format!("kill -9 node {victim}"));
                 self.sleep_until(Instant::now() + hold, until).await;
@@ -229,6 +274,7 @@ impl Nemesis {
                     Some(l) if self.rng.random_bool(0.5) => l,
                     _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
                 };
+                self.rec.touch(&[victim]);
                 lock(&self.cluster).pause(victim)?;
                 self.rec.record(Phase::Start, "pause", format!("SIGSTOP node {victim}"));
                 self.sleep_until(Instant::now() + hold, until).await;
@@ -238,6 +284,7 @@ impl Nemesis {
             Kind::Member => {
                 if self.rng.random_bool(0.5) {
                     let Some(l) = leader else { return Err(anyhow!("no leader to drain")) };
+                    self.rec.touch(&[l]);
                     self.rec.record(Phase::Start, "drain-leader", format!("drain node {l}"));
                     let r = self.api.drain(l, &live).await;
                     self.rec.record(Phase::Stop, "drain-leader", format!("drain node {l}: {r:?}"));
@@ -247,6 +294,7 @@ impl Nemesis {
                     let victim =
                         *candidates.choose(&mut self.rng).ok_or_else(|| anyhow!("no follower"))?;
                     let via: Vec<u64> = live.iter().copied().filter(|&n| n != victim).collect();
+                    self.rec.touch(&[victim]);
                     self.rec.record(Phase::Start, "member-remove", format!("remove node {victim}"));
                     self.api.remove_node(victim, &via).await?;
                     self.removed.push(victim);
@@ -266,6 +314,47 @@ impl Nemesis {
                         format!("re-added node {victim}"),
                     );
                 }
+            }
+            Kind::LeaderIsolation => {
+                let Some(l) = leader else { return Err(anyhow!("no leader to isolate")) };
+                let rest: Vec<u64> = live.iter().copied().filter(|&n| n != l).collect();
+                let hold = Duration::from_millis(self.rng.random_range(1_000..3_000));
+                self.rec.touch(&[l]);
+                lock(&self.cluster).partition(&[vec![l], rest])?;
+                let detail = format!("isolated leader {l} for {} ms", hold.as_millis());
+                self.rec.record(Phase::Start, "leader-isolation", detail.clone());
+                self.sleep_until(Instant::now() + hold, until).await;
+                lock(&self.cluster).heal()?;
+                self.rec.record(Phase::Stop, "leader-isolation", detail);
+            }
+            Kind::Clock => {
+                let victim = match leader {
+                    Some(l) if self.rng.random_bool(0.5) => l,
+                    _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
+                };
+                let minutes = self.rng.random_range(1..=10i64);
+                let offset = if self.rng.random_bool(0.5) { minutes } else { -minutes } * 60_000;
+                lock(&self.cluster).set_clock_offset(victim, offset)?;
+                let detail = format!("node {victim} clock {:+} min", offset / 60_000);
+                self.rec.record(Phase::Start, "clock", detail.clone());
+                self.sleep_until(Instant::now() + hold, until).await;
+                lock(&self.cluster).set_clock_offset(victim, 0)?;
+                self.rec.record(Phase::Stop, "clock", detail);
+            }
+            Kind::Snapshot => {
+                let victim = match leader {
+                    Some(l) if self.rng.random_bool(0.33) => l,
+                    _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
+                };
+                let rest: Vec<u64> = live.iter().copied().filter(|&n| n != victim).collect();
+                let hold = Duration::from_millis(self.rng.random_range(5_000..8_000));
+                self.rec.touch(&[victim]);
+                lock(&self.cluster).partition(&[vec![victim], rest])?;
+                let detail = format!("isolated node {victim} for {} ms", hold.as_millis());
+                self.rec.record(Phase::Start, "snapshot-partition", detail.clone());
+                self.sleep_until(Instant::now() + hold, until).await;
+                lock(&self.cluster).heal()?;
+                self.rec.record(Phase::Stop, "snapshot-partition", detail);
             }
         }
         Ok(())
@@ -292,6 +381,9 @@ impl Nemesis {
         let ids = {
             let mut c = lock(&self.cluster);
             let _ = c.heal();
+            for id in c.ids().to_vec() {
+                let _ = c.set_clock_offset(id, 0);
+            }
             for id in c.paused() {
                 let _ = c.resume(id);
             }

@@ -135,6 +135,8 @@ async fn run_in(
     let ids = api.ids();
     wait_healthy(&api, &ids, Duration::from_secs(60)).await.context("cluster did not come up")?;
 
+    let anchors = crate::anchors::place(&api, &ids).await?;
+
     let start = Instant::now();
     let rec = Recorder::new(start);
     let out = Arc::new(Recorded::default());
@@ -223,6 +225,13 @@ async fn run_in(
         };
         workloads.insert(w.name().to_owned(), WorkloadResult { counts, verdict, detail });
     }
+    // No call may have moved off a node that no fault touched.
+    let touched = rec.touched();
+    let r = crate::anchors::check(&api, &ids, &anchors, &touched).await?;
+    anomalies.extend(r.anomalies());
+    let counts = Counts { ok: r.placed.len(), fail: 0, info: 0 };
+    let result = WorkloadResult { counts, verdict: r.verdict(), detail: serde_json::to_value(&r)? };
+    workloads.insert("anchors".to_owned(), result);
     let verdict = Verdict::combine(workloads.values().map(|w| w.verdict));
     let mode_text = match mode {
         Mode::Netns => "netns: one network namespace per node, partitions with nftables".to_owned(),

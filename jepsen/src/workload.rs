@@ -191,6 +191,7 @@ fn register_request(
         node_id: 0,
         q: 1000,
         expires_s: 86_400,
+        request_id: None,
     })
 }
 
@@ -319,6 +320,7 @@ impl Client {
                     number: key.clone(),
                     device_id: "dev".into(),
                     generation: generation.unwrap_or(0),
+                    request_id: None,
                 }))
                 .await;
             let result = match r {
@@ -342,6 +344,7 @@ impl Client {
                     to: "2000".into(),
                     node_id: 0,
                     gateway: String::new(),
+                    request_id: None,
                 }))
                 .await;
             let result = match r {
@@ -365,6 +368,7 @@ impl Client {
                     call_id: key.clone(),
                     state: new_state.clone(),
                     expected_version: expected,
+                    request_id: None,
                 }))
                 .await;
             let result = match r {
