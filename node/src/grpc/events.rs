@@ -6,16 +6,20 @@
 //! with a message starting "compacted"), then live. Leader changes are
 //! interleaved as `leader_changed` events carrying the node's applied index
 //! at the time. A watcher too slow to keep up is cut off with
-//! `RESOURCE_EXHAUSTED` naming the index to resume from.
+//! `RESOURCE_EXHAUSTED` naming the index to resume from. When this node
+//! installs a snapshot (it fell too far behind the leader), the events the
+//! snapshot covers do not exist here: every live watcher gets the events
+//! before it, then the same `OUT_OF_RANGE` "compacted" error, and resyncs
+//! with the List calls — a stream never skips events silently.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use switchboard_proto::v1 as pb;
 use switchboard_proto::v1::events_server::Events;
-use switchboard_storage::feed::Feed;
+use switchboard_storage::feed::{Ended, Feed};
 use switchboard_storage::state::events::Event;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -69,20 +73,24 @@ impl Events for EventsService {
             let mut leader = metrics.borrow().current_leader;
             loop {
                 tokio::select! {
-                    got = live.recv() => match got {
+                    got = live.next() => match got {
                         Ok(e) => {
                             next = e.index;
                             if tx.send(Ok(to_wire(&e))).await.is_err() {
                                 return;
                             }
                         }
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                        Err(Ended::Compacted(c)) => {
+                            let _ = tx.send(Err(Status::out_of_range(c.to_string()))).await;
+                            return;
+                        }
+                        Err(Ended::Lagged(n)) => {
                             let _ = tx.send(Err(Status::resource_exhausted(format!(
                                 "watcher fell {n} events behind; resume from index {next}"
                             )))).await;
                             return;
                         }
-                        Err(broadcast::error::RecvError::Closed) => return,
+                        Err(Ended::Closed) => return,
                     },
                     changed = metrics.changed() => {
                         if changed.is_err() {
