@@ -10,7 +10,9 @@
 //! installs a snapshot (it fell too far behind the leader), the events the
 //! snapshot covers do not exist here: every live watcher gets the events
 //! before it, then the same `OUT_OF_RANGE` "compacted" error, and resyncs
-//! with the List calls — a stream never skips events silently.
+//! with the List calls — a stream never skips events silently. A node whose
+//! Raft has stopped refuses new watches and ends live ones with
+//! `UNAVAILABLE` "raft stopped: ..." (see `crate::fatal`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,6 +59,7 @@ impl Events for EventsService {
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<EventStream>, Status> {
         let from = req.into_inner().from_index;
+        crate::fatal::refuse_if_stopped(self.node.raft())?;
         let (backlog, mut live) =
             self.feed.subscribe(from).map_err(|e| Status::out_of_range(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Result<pb::Event, Status>>(1024);
@@ -93,6 +96,10 @@ impl Events for EventsService {
                         Err(Ended::Closed) => return,
                     },
                     changed = metrics.changed() => {
+                        if let Err(e) = crate::fatal::refuse_if_stopped(node.raft()) {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
                         if changed.is_err() {
                             return;
                         }
