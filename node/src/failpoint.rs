@@ -18,6 +18,9 @@
 //!   file `failpoint-clock-offset-ms` in the node's data directory (a signed
 //!   integer, re-read every 100 ms) for the chaos harness's clock-skew
 //!   nemesis: the real clock cannot be changed per network namespace.
+//! - In the storage engine (`switchboard_storage::failpoint`, switched on
+//!   by this crate's feature): while the file `failpoint-fsync-eio` exists
+//!   in a node's data directory, its fsyncs fail with `EIO`.
 
 /// The environment variable that enables failpoints.
 pub const ENV: &str = "SWITCHBOARD_FAILPOINT";

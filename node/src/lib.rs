@@ -14,6 +14,9 @@
 //! - [`metrics`]: Prometheus exporter.
 //! - [`cli`]: `serve`, `dev` and `ctl`.
 //! - [`clock`]: the node's view of time (replicated clock, leader stamps).
+//! - [`fatal`]: a Raft core that stopped on its own (a storage error):
+//!   refuse everything, report NOT_SERVING, stop the node.
+//! - [`health`]: the `grpc.health.v1` services, switched together.
 //! - [`failpoint`]: test-only fault injection (cargo feature `failpoints`).
 //!
 //! [`run`] starts a node on an already-bound listener and stops it when the
@@ -26,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+pub mod fatal;
 
 /// The version `--version` prints; it names the test-only failpoints when
 /// they are compiled in, so a harness can tell such a binary apart.
@@ -35,6 +39,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (failpoints)");
 #[cfg(not(feature = "failpoints"))]
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod grpc;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod node;
@@ -80,9 +85,13 @@ pub enum RunError {
         /// Why.
         source: switchboard_storage::OpenError,
     },
-    /// openraft refused to start or stopped fatally.
+    /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// Raft stopped while the node was running (a storage error); the node
+    /// refused requests for a moment and stopped.
+    #[error("raft stopped: {0}")]
+    RaftStopped(String),
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -137,13 +146,7 @@ pub async fn run(
     bootstrap(&config, &raft).await?;
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<RegistrarServer<grpc::registrar::RegistrarService>>().await;
-    health_reporter.set_serving::<RouterServer<grpc::router::RouterService>>().await;
-    health_reporter.set_serving::<GatewaysServer<grpc::gateways::GatewaysService>>().await;
-    health_reporter.set_serving::<DialPlanServer<grpc::dialplan::DialPlanService>>().await;
-    health_reporter.set_serving::<CallsServer<grpc::calls::CallsService>>().await;
-    health_reporter.set_serving::<EventsServer<grpc::events::EventsService>>().await;
-    health_reporter.set_serving::<ClusterServer<grpc::cluster::ClusterService>>().await;
+    health::set_all(&health_reporter, tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -173,6 +176,15 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MESSAGE)
         };
     }
+    // The server also stops when Raft has stopped (see `fatal`); a dropped
+    // sender is not a stop.
+    let (stop_server, server_stop) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(()) = server_stop => {}
+        }
+    };
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(svc!(RaftServer, raft::service::RaftService::new(node.clone())))
@@ -186,11 +198,15 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
-    let served = server.await;
+    let (served, raft_stopped) =
+        fatal::serve_until_raft_stops(server, stop_server, &raft, &health_reporter).await;
     let _ = stop_tasks.send(true);
     info!(id = config.id, "node stopping");
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft shutdown");
+    }
+    if let Some(cause) = raft_stopped {
+        return Err(RunError::RaftStopped(cause));
     }
     served?;
     Ok(())

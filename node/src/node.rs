@@ -184,6 +184,7 @@ impl Node {
     /// command is refused here, before it reaches the log; an `Ok` carries
     /// the command's own outcome, which is never an error.
     pub async fn write(&self, command: Command) -> Result<Written, ApiError> {
+        crate::fatal::refuse_if_stopped(&self.inner.raft)?;
         switchboard_storage::state::validate(&command)?;
         let mut written = self.write_any(command).await?;
         // A retried once-only request answers its first outcome.
@@ -320,6 +321,7 @@ impl Node {
 
     /// Wait until a read at `consistency` may be served from the local state.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
+        crate::fatal::refuse_if_stopped(&self.inner.raft)?;
         // A node that has not joined a cluster (empty data directory, waiting
         // to be added) has no state to speak of: it must not answer "not
         // registered" for numbers it simply has not heard of yet.

@@ -326,3 +326,56 @@ fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
         assert!(TcpListener::bind(("127.0.0.1", p)).is_ok(), "node on {p} still running");
     }
 }
+
+/// A node whose storage fails (fsync returns EIO, injected by the storage
+/// failpoint: this test needs a binary built with `--features failpoints`,
+/// as `cargo test --workspace` builds it) stops: `serve` exits non-zero
+/// within a few seconds and says why on stderr.
+#[cfg(feature = "failpoints")]
+#[test]
+fn serve_exits_with_the_cause_when_its_fsync_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--id", "1", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--initial-cluster", &format!("1=127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(&data)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ep = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ctl(&ep, &["dialplan", "put", "1XXX", "--registered"]).status.success() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("node did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    std::fs::write(data.join(switchboard_storage::failpoint::FSYNC_EIO_FILE), b"").unwrap();
+    let write = ctl(&ep, &["dialplan", "put", "2XXX", "--registered"]);
+    assert_eq!(write.status.code(), Some(1), "a write that was not fsynced is not acknowledged");
+    let broke = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if broke.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("serve still running 15 s after its raft stopped");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(1), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: raft stopped: "), "{err}");
+    assert!(last.contains("Input/output error"), "names the cause: {err}");
+}

@@ -648,6 +648,13 @@ impl Engine for SledEngine {
             source: io::Error::other(e),
         })?;
         self.sync_blobs()?;
+        if let Some(source) = crate::failpoint::fsync_error(&self.dir) {
+            return Err(EngineError::Sync {
+                path: self.dir.join("db"),
+                action: "fsyncing sled's data file (failpoint)",
+                source,
+            });
+        }
         self.data_file.sync_all().map_err(|source| EngineError::Sync {
             path: self.dir.join("db"),
             action: "fsyncing sled's data file",
@@ -714,6 +721,24 @@ mod tests {
         }
         let engine = SledEngine::open(dir.path()).unwrap();
         assert_eq!(engine.get(Tree::Snapshot, b"big").unwrap().map(|v| v.len()), Some(1 << 20));
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn the_fsync_failpoint_fails_sync_with_eio_while_its_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SledEngine::open(dir.path()).unwrap();
+        engine.insert(Tree::Meta, b"k", b"v").unwrap();
+        let file = dir.path().join(crate::failpoint::FSYNC_EIO_FILE);
+        std::fs::write(&file, b"").unwrap();
+        match engine.sync() {
+            Err(EngineError::Sync { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EIO), "{source}")
+            }
+            other => panic!("expected an EIO sync error, got {other:?}"),
+        }
+        std::fs::remove_file(&file).unwrap();
+        engine.sync().unwrap();
     }
 
     #[test]

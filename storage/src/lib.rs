@@ -17,6 +17,8 @@
 //!   [`sm_store::StateReader`] for local reads.
 //! - [`feed`]: recent events of applied entries, for watchers to resume from.
 //! - [`types`]: the openraft type configuration and aliases.
+//! - [`failpoint`]: test-only fault injection (an fsync failing with `EIO`),
+//!   compiled in only with the `failpoints` feature.
 //!
 //! A node keeps one database (one data directory) for both stores; [`open`]
 //! opens it.
@@ -25,6 +27,7 @@
 
 pub mod codec;
 pub mod engine;
+pub mod failpoint;
 mod failure;
 pub mod feed;
 pub mod log_store;

@@ -119,6 +119,30 @@ impl Cluster {
         }
     }
 
+    /// Wait (at most `timeout`) for node `id` to stop by itself, and return
+    /// what its `run()` returned. Panics if it is still running by then.
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<(), switchboard::RunError> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let (tx, mut task) = node.running.take().expect("node is running");
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => panic!("node {id} task failed: {e}"),
+            Err(_) => {
+                node.running = Some((tx, task));
+                panic!("node {id} still running after {timeout:?}");
+            }
+        }
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> &std::path::Path {
+        &self.nodes[&id].config.data
+    }
+
     /// Add a node that is not part of the bootstrap membership (not started).
     pub async fn add_node_config(&mut self, id: u64) -> SocketAddr {
         let addr = free_addr().await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use switchboard_proto::v1 as pb;
 use switchboard_proto::v1::events_client::EventsClient;
-use switchboard_tests::{register, Cluster};
+use switchboard_tests::{eventually, register, Cluster};
 use tokio_stream::StreamExt;
 
 async fn collect(cluster: &Cluster, at: u64, from: u64, want: usize) -> Vec<pb::Event> {
@@ -197,5 +197,162 @@ async fn watch_from_a_compacted_index_is_a_clear_error() {
         .expect_err("index 1 is compacted");
     assert_eq!(err.code(), tonic::Code::OutOfRange);
     assert!(err.message().starts_with("compacted"), "{}", err.message());
+    cluster.shutdown().await;
+}
+
+/// Reads a Watch stream (leader changes left out) until it ends, fails, or
+/// `stop` fires; returns the events and the error that ended it, if any.
+async fn read_until_end(
+    mut stream: tonic::Streaming<pb::Event>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (Vec<pb::Event>, Option<tonic::Status>) {
+    let mut got = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return (got, None),
+            next = stream.next() => match next {
+                Some(Ok(e)) if e.kind == "leader_changed" => {}
+                Some(Ok(e)) => got.push(e),
+                Some(Err(status)) => return (got, Some(status)),
+                None => return (got, None),
+            },
+        }
+    }
+}
+
+/// A follower cut off long enough that the leader purges the entries it
+/// missed catches up by installing a snapshot. Its live watchers cannot be
+/// given the events in between: their stream must end with the same
+/// `compacted` error the resume path uses, after every event up to the gap,
+/// instead of jumping over thousands of events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_install_ends_live_watches_with_compacted() {
+    let cluster = Cluster::start_with(3, |c| {
+        c.raft.snapshot_after_entries = 10;
+        c.raft.keep_entries_after_snapshot = 2;
+        c.gateways.probe_interval_ms = 0;
+    })
+    .await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    let follower = cluster.others(leader)[0];
+    let stream = EventsClient::new(cluster.channel(follower).await)
+        .watch(pb::WatchRequest { from_index: 0 })
+        .await
+        .expect("watch at the follower")
+        .into_inner();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(read_until_end(stream, stopped));
+
+    // A few events the follower sees before it is cut off.
+    let mut before = 0;
+    for i in 0..3 {
+        let w = cluster
+            .registrar(leader)
+            .await
+            .register(register(&format!("70{i:02}"), "d", "sip:x@h"))
+            .await
+            .unwrap()
+            .into_inner();
+        before = w.meta.unwrap().index;
+    }
+    let c = &cluster;
+    eventually(Duration::from_secs(5), "the follower to apply the first writes", || async move {
+        (c.status(follower).await?.applied_index >= before).then_some(())
+    })
+    .await;
+
+    cluster.isolate(follower);
+    let follower_last = cluster.status(follower).await.expect("follower status").last_log_index;
+    // Single-entry writes until both other nodes have snapshotted and purged
+    // past the follower's log: whichever leads after the heal must send it a
+    // snapshot.
+    for i in 0..40 {
+        cluster
+            .registrar(leader)
+            .await
+            .register(register(&format!("71{i:02}"), "d", "sip:x@h"))
+            .await
+            .unwrap();
+    }
+    let majority = cluster.others(follower);
+    let c = &cluster;
+    let purged = eventually(Duration::from_secs(10), "the others to purge", || {
+        let majority = majority.clone();
+        async move {
+            let mut purged = u64::MAX;
+            for id in majority {
+                purged = purged.min(c.status(id).await?.purged_index);
+            }
+            (purged > follower_last).then_some(purged)
+        }
+    })
+    .await;
+
+    cluster.heal(follower);
+    let c = &cluster;
+    eventually(Duration::from_secs(15), "the follower to install a snapshot", || async move {
+        (c.status(follower).await?.snapshot_index >= purged).then_some(())
+    })
+    .await;
+    // Events after the snapshot exist; a watcher must not be handed them.
+    let marker = cluster
+        .registrar(majority[0])
+        .await
+        .register(register("7200", "d", "sip:x@h"))
+        .await
+        .unwrap()
+        .into_inner()
+        .meta
+        .unwrap()
+        .index;
+    let c = &cluster;
+    eventually(Duration::from_secs(10), "the follower to apply the marker", || async move {
+        (c.status(follower).await?.applied_index >= marker).then_some(())
+    })
+    .await;
+
+    // The stream ends by itself; give it a bounded time, then stop reading.
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        while !reader.is_finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        let _ = stop.send(());
+    }
+    let (got, ended) = reader.await.expect("reader task");
+
+    // What the follower's watcher should have seen: every event from its
+    // first one on, as a node that never installed a snapshot holds them.
+    let first = got.first().expect("events before the cut").index;
+    let mut reference = Vec::new();
+    let mut stream = EventsClient::new(cluster.channel(majority[0]).await)
+        .watch(pb::WatchRequest { from_index: first })
+        .await
+        .expect("watch from the first index at a node of the majority")
+        .into_inner();
+    while reference.last().is_none_or(|e: &pb::Event| e.index < marker) {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Ok(e))) if e.kind == "leader_changed" => {}
+            Ok(Some(Ok(e))) => reference.push(e),
+            other => panic!("reference stream ended early after {reference:?}: {other:?}"),
+        }
+    }
+    drop(stream);
+
+    let indexes = |v: &[pb::Event]| v.iter().map(|e| e.index).collect::<Vec<_>>();
+    let diverged = got.iter().zip(&reference).position(|(a, b)| a != b);
+    assert!(
+        diverged.is_none() && got.len() < reference.len(),
+        "the watcher skipped events (first difference at position {diverged:?}): \
+         got indexes {:?}, the log has {:?}",
+        indexes(&got),
+        indexes(&reference),
+    );
+    assert!(got.last().unwrap().index >= before, "saw the writes before the cut: {got:?}");
+    let status = ended.expect("the stream must end with an error after the snapshot install");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().starts_with("compacted"), "{}", status.message());
     cluster.shutdown().await;
 }

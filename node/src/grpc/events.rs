@@ -6,16 +6,22 @@
 //! with a message starting "compacted"), then live. Leader changes are
 //! interleaved as `leader_changed` events carrying the node's applied index
 //! at the time. A watcher too slow to keep up is cut off with
-//! `RESOURCE_EXHAUSTED` naming the index to resume from.
+//! `RESOURCE_EXHAUSTED` naming the index to resume from. When this node
+//! installs a snapshot (it fell too far behind the leader), the events the
+//! snapshot covers do not exist here: every live watcher gets the events
+//! before it, then the same `OUT_OF_RANGE` "compacted" error, and resyncs
+//! with the List calls — a stream never skips events silently. A node whose
+//! Raft has stopped refuses new watches and ends live ones with
+//! `UNAVAILABLE` "raft stopped: ..." (see `crate::fatal`).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use switchboard_proto::v1 as pb;
 use switchboard_proto::v1::events_server::Events;
-use switchboard_storage::feed::Feed;
+use switchboard_storage::feed::{Ended, Feed};
 use switchboard_storage::state::events::Event;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -53,6 +59,7 @@ impl Events for EventsService {
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<EventStream>, Status> {
         let from = req.into_inner().from_index;
+        crate::fatal::refuse_if_stopped(self.node.raft())?;
         let (backlog, mut live) =
             self.feed.subscribe(from).map_err(|e| Status::out_of_range(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Result<pb::Event, Status>>(1024);
@@ -69,22 +76,30 @@ impl Events for EventsService {
             let mut leader = metrics.borrow().current_leader;
             loop {
                 tokio::select! {
-                    got = live.recv() => match got {
+                    got = live.next() => match got {
                         Ok(e) => {
                             next = e.index;
                             if tx.send(Ok(to_wire(&e))).await.is_err() {
                                 return;
                             }
                         }
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                        Err(Ended::Compacted(c)) => {
+                            let _ = tx.send(Err(Status::out_of_range(c.to_string()))).await;
+                            return;
+                        }
+                        Err(Ended::Lagged(n)) => {
                             let _ = tx.send(Err(Status::resource_exhausted(format!(
                                 "watcher fell {n} events behind; resume from index {next}"
                             )))).await;
                             return;
                         }
-                        Err(broadcast::error::RecvError::Closed) => return,
+                        Err(Ended::Closed) => return,
                     },
                     changed = metrics.changed() => {
+                        if let Err(e) = crate::fatal::refuse_if_stopped(node.raft()) {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
                         if changed.is_err() {
                             return;
                         }

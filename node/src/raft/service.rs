@@ -1,6 +1,8 @@
 //! The node-to-node gRPC service: hands peers' Raft RPCs to openraft, runs
 //! writes that followers forward, answers read-index requests and liveness
-//! polls. Request payloads are decoded with the storage codec; a payload
+//! polls. Once Raft has stopped (see `crate::fatal`), forwarded writes
+//! and liveness polls are refused, so the leader declares this node down.
+//! Request payloads are decoded with the storage codec; a payload
 //! that does not decode is refused with `InvalidArgument` before it reaches
 //! Raft.
 
@@ -64,6 +66,9 @@ impl RaftRpc for RaftService {
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let command: Command = decode(req)?;
+        if let Err(e) = crate::fatal::refuse_if_stopped(self.node.raft()) {
+            return encode(&ForwardReply::Err(e));
+        }
         let reply: ForwardReply = self.node.write_here(command).await;
         encode(&reply)
     }
@@ -80,6 +85,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        crate::fatal::refuse_if_stopped(self.node.raft())?;
         let applied_index = self.node.read(|_, applied| applied);
         let wall_ms = self.node.clock().wall_ms();
         Ok(Response::new(PingResponse { node_id: self.node.id(), applied_index, wall_ms }))
