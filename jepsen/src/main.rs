@@ -34,8 +34,8 @@ struct TestArgs {
     /// Seconds of load and faults per run.
     #[arg(long, default_value_t = 60)]
     time: u64,
-    /// Faults: partition,kill,pause,member (or none).
-    #[arg(long, default_value = "partition,kill,pause,member")]
+    /// Faults: partition,kill,pause,member,leader-isolation,clock,snapshot (or none).
+    #[arg(long, default_value = "partition,kill,pause,member,leader-isolation,clock,snapshot")]
     nemesis: String,
     /// Workloads: register,cas,set,local.
     #[arg(long, default_value = "register,cas,set,local")]
