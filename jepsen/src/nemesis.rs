@@ -12,7 +12,7 @@
 //!   add it back; or drain the leader (it hands leadership over);
 //! - `leader-isolation`: cut the current leader off for 1-3 s (it keeps
 //!   deciding from its stale view meanwhile: liveness, probes, sweeps);
-//! - `clock`: shift one node's wall clock by 1-10 minutes, ahead or behind
+//! - `clock`: shift one node's wall clock by 5-20 minutes, ahead or behind
 //!   (the node's test-only clock-offset failpoint: the real clock cannot be
 //!   changed per namespace), then back;
 //! - `snapshot`: cut one node off for 5-8 s while the others keep writing,
@@ -332,7 +332,9 @@ impl Nemesis {
                     Some(l) if self.rng.random_bool(0.5) => l,
                     _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
                 };
-                let minutes = self.rng.random_range(1..=10i64);
+                // More than the workloads' registration lifetime for runs
+                // up to a minute (see workload::registration_ttl_s).
+                let minutes = self.rng.random_range(5..=20i64);
                 let offset = if self.rng.random_bool(0.5) { minutes } else { -minutes } * 60_000;
                 lock(&self.cluster).set_clock_offset(victim, offset)?;
                 let detail = format!("node {victim} clock {:+} min", offset / 60_000);

@@ -149,7 +149,8 @@ async fn run_in(
             process += 1;
             let node = ids[(i as usize) % ids.len()];
             let client =
-                Client::new(process, node, api.clone(), rec.clone(), out.clone(), opts.seed);
+                Client::new(process, node, api.clone(), rec.clone(), out.clone(), opts.seed)
+                    .with_ttl(workload::registration_ttl_s(opts.time_s));
             tasks.push(tokio::spawn(client.run(w, until)));
         }
     }

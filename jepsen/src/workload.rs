@@ -181,6 +181,7 @@ fn register_request(
     number: &str,
     device: &str,
     contact: &str,
+    expires_s: u32,
 ) -> tonic::Request<pb::RegisterRequest> {
     req(pb::RegisterRequest {
         number: number.to_owned(),
@@ -190,9 +191,18 @@ fn register_request(
         mac: String::new(),
         node_id: 0,
         q: 1000,
-        expires_s: 86_400,
+        expires_s,
         request_id: None,
     })
+}
+
+/// The lifetime of the workloads' registrations for a run of `time_s`
+/// seconds: long enough that none expires during the run and its final
+/// reads (the models know nothing of expiry), short enough that a node
+/// whose clock jumps ahead by the `clock` nemesis's 5-20 minutes would
+/// expire them all if its clock were trusted.
+pub fn registration_ttl_s(time_s: u64) -> u32 {
+    u32::try_from(time_s.saturating_add(240)).unwrap_or(u32::MAX)
 }
 
 /// One client: a logical process bound to one node.
@@ -208,6 +218,8 @@ pub struct Client {
     generations: BTreeMap<String, u64>,
     /// Last version this client saw per call.
     versions: BTreeMap<String, u64>,
+    /// Lifetime of the registrations it makes, s.
+    ttl_s: u32,
 }
 
 impl Client {
@@ -230,7 +242,14 @@ impl Client {
             seq: 0,
             generations: BTreeMap::new(),
             versions: BTreeMap::new(),
+            ttl_s: 86_400,
         }
+    }
+
+    /// Registrations this client makes live `ttl_s` seconds.
+    pub fn with_ttl(mut self, ttl_s: u32) -> Client {
+        self.ttl_s = ttl_s;
+        self
     }
 
     /// Run `workload` until `until`.
@@ -286,7 +305,7 @@ impl Client {
         if roll < 4 {
             self.seq += 1;
             let contact = format!("sip:p{}-{}@jepsen", self.process, self.seq);
-            let r = client.register(register_request(&key, "dev", &contact)).await;
+            let r = client.register(register_request(&key, "dev", &contact, self.ttl_s)).await;
             let result = match r {
                 Ok(resp) => match resp.into_inner().binding {
                     Some(b) => {
@@ -421,7 +440,12 @@ impl Client {
         let element = format!("{SET_PREFIX}{n:06}");
         let invoke = self.rec.now_ns();
         let r = RegistrarClient::new(self.api.channel(self.node))
-            .register(register_request(&element, "set", &format!("sip:{element}@jepsen")))
+            .register(register_request(
+                &element,
+                "set",
+                &format!("sip:{element}@jepsen"),
+                self.ttl_s,
+            ))
             .await;
         let result = match r {
             Ok(_) => OpResult::Ok(Ret::Added),
