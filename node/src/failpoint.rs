@@ -150,3 +150,26 @@ pub fn set_clock_offset_ms(addr: &str, offset: i64) {
 pub fn clock_offset_ms(addr: &str, data: &std::path::Path) -> i64 {
     imp::clock_offset_ms(addr, data)
 }
+
+/// What a production build (without the `failpoints` feature) must be:
+/// nothing here can be switched on, whatever the environment says. CI runs
+/// this with `cargo test -p switchboard --lib failpoint` (the workspace
+/// test run turns the feature on for the integration tests).
+#[cfg(all(test, not(feature = "failpoints")))]
+mod production {
+    use super::*;
+
+    #[test]
+    fn no_failpoint_can_be_switched_on() {
+        assert!(!COMPILED);
+        std::env::set_var(ENV, "stale-linearizable-reads");
+        assert!(!stale_linearizable_reads());
+        cut("127.0.0.1:1", "127.0.0.1:2");
+        assert!(!is_cut("127.0.0.1:1", "127.0.0.1:2"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CLOCK_OFFSET_FILE), "600000").unwrap();
+        set_clock_offset_ms("127.0.0.1:1", 600_000);
+        assert_eq!(clock_offset_ms("127.0.0.1:1", dir.path()), 0);
+        assert!(!crate::VERSION.contains("failpoints"));
+    }
+}
