@@ -1,19 +1,24 @@
 //! Anchor calls: "no call moves off a node that never went down".
 //!
 //! Before the faults start, one call is placed on every node (an explicit
-//! owner). The nemesis records every node it touches — killed, paused,
-//! isolated or on a partition's minority side, drained, removed, powered
-//! off — and touches nothing with clock skew. At the end, after healing,
-//! every anchor must still exist, and one that changed owner must have
-//! left a touched node: a call taken off a node the harness never harmed
-//! means the cluster declared a healthy node down (for instance a deposed
-//! leader's stale decision committed by its successor).
+//! owner). The nemesis records when each fault starts and stops harming
+//! which nodes (a *touch*: killed, paused, isolated or on a partition's
+//! minority side, drained, removed); clock skew touches nobody. While the
+//! run lasts a monitor lists the calls (LINEARIZABLE) every 250 ms and
+//! notes each change of an anchor's owner, bracketed by the last listing
+//! that still showed the old owner and the first that shows the new one.
+//! Every such move must be explained by a touch of the old owner that
+//! overlaps that bracket (with [`GRACE`] after the fault's end for
+//! detection and commit). A move with no such touch means the cluster
+//! declared a healthy node down — for instance a deposed leader's stale
+//! decision committed by its successor right after the leader came back.
+//! At the end every anchor must still exist.
 //!
 //! Black-box: calls are placed and listed through the public gRPC API, and
 //! the rule is the harness's own, not the node's takeover code.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -22,7 +27,92 @@ use switchboard_proto::v1::calls_client::CallsClient;
 
 use crate::api::Api;
 use crate::checker::Verdict;
+use crate::nemesis::{Recorder, Touch};
 use crate::report::Anomaly;
+
+/// How long after a fault's end a move off the node it harmed is still
+/// explained by it (liveness detection, election, commit).
+pub const GRACE: Duration = Duration::from_secs(5);
+/// How often the monitor lists the calls.
+const POLL: Duration = Duration::from_millis(250);
+
+/// One observed change of an anchor's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Move {
+    /// The anchor call.
+    pub call: String,
+    /// Owner before.
+    pub from: u64,
+    /// Owner after.
+    pub to: u64,
+    /// Last listing that showed `from` (ns since the run started).
+    pub after_ns: u64,
+    /// First listing that showed `to`.
+    pub by_ns: u64,
+}
+
+/// List the anchors' owners every [`POLL`] until `until`, and return every
+/// change seen.
+pub async fn monitor(
+    api: Api,
+    nodes: Vec<u64>,
+    placed: BTreeMap<String, u64>,
+    rec: Recorder,
+    until: Instant,
+) -> Vec<Move> {
+    let mut last: BTreeMap<String, (u64, u64)> =
+        placed.iter().map(|(k, &o)| (k.clone(), (o, 0))).collect();
+    let mut moves = Vec::new();
+    let mut i = 0usize;
+    while Instant::now() < until {
+        let via = nodes[i % nodes.len()];
+        i += 1;
+        if let Ok(owners) = list_owners(&api, via, &placed).await {
+            let now = rec.now_ns();
+            for (call, owner) in owners {
+                if let Some((seen, seen_at)) = last.get_mut(&call) {
+                    if *seen != owner {
+                        moves.push(Move {
+                            call: call.clone(),
+                            from: *seen,
+                            to: owner,
+                            after_ns: *seen_at,
+                            by_ns: now,
+                        });
+                        *seen = owner;
+                    }
+                    *seen_at = now;
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    moves
+}
+
+/// The anchors' owners as node `via` lists them (LINEARIZABLE).
+async fn list_owners(
+    api: &Api,
+    via: u64,
+    placed: &BTreeMap<String, u64>,
+) -> Result<BTreeMap<String, u64>> {
+    let mut r = tonic::Request::new(pb::ListCallsRequest {
+        node_id: 0,
+        consistency: pb::Consistency::Linearizable as i32,
+    });
+    r.set_timeout(Duration::from_secs(1));
+    let calls = CallsClient::new(api.channel(via))
+        .list_calls(r)
+        .await
+        .map_err(|s| anyhow!("via {via}: {:?}: {}", s.code(), s.message()))?
+        .into_inner()
+        .calls;
+    Ok(calls
+        .into_iter()
+        .filter(|c| placed.contains_key(&c.call_id))
+        .map(|c| (c.call_id, c.owner))
+        .collect())
+}
 
 /// The anchor call placed on `node`.
 fn call_id(node: u64) -> String {
@@ -73,18 +163,20 @@ pub struct AnchorResult {
     pub placed: BTreeMap<String, u64>,
     /// Owners at the end (call id -> owner; missing = call gone).
     pub at_end: BTreeMap<String, u64>,
-    /// Nodes the nemesis touched.
-    pub touched: BTreeSet<u64>,
-    /// Anchors that moved off a node that was never touched.
-    pub moved_off_live: Vec<String>,
+    /// What the nemesis harmed, and when.
+    pub touches: Vec<Touch>,
+    /// Every owner change seen (the last one possibly only at the end).
+    pub moves: Vec<Move>,
+    /// Moves off a node that no fault harmed around that time.
+    pub unexplained: Vec<Move>,
     /// Anchors that disappeared.
     pub lost: Vec<String>,
 }
 
 impl AnchorResult {
-    /// Valid when no anchor moved off a live node and none was lost.
+    /// Valid when every move is explained and no anchor was lost.
     pub fn verdict(&self) -> Verdict {
-        if self.moved_off_live.is_empty() && self.lost.is_empty() {
+        if self.unexplained.is_empty() && self.lost.is_empty() {
             Verdict::Valid
         } else {
             Verdict::Invalid
@@ -100,13 +192,16 @@ impl AnchorResult {
             window: Vec::new(),
         };
         let mut out = Vec::new();
-        for k in &self.moved_off_live {
+        for m in &self.unexplained {
             let what = format!(
-                "call moved off node {} (now on {}), which no fault touched",
-                self.placed[k],
-                self.at_end.get(k).copied().unwrap_or(0)
+                "call moved off node {} to {} between {:.2} s and {:.2} s, when no fault harmed node {}",
+                m.from,
+                m.to,
+                m.after_ns as f64 / 1e9,
+                m.by_ns as f64 / 1e9,
+                m.from
             );
-            out.push(one(k, what));
+            out.push(one(&m.call, what));
         }
         for k in &self.lost {
             out.push(one(k, "anchor call disappeared".into()));
@@ -115,78 +210,106 @@ impl AnchorResult {
     }
 }
 
-/// List the calls (LINEARIZABLE, from the first node that answers) and
-/// judge the anchors.
+/// List the calls at the end (LINEARIZABLE, from the first node that
+/// answers) and judge the anchors with the moves the monitor saw.
 pub async fn check(
     api: &Api,
     nodes: &[u64],
     placed: &BTreeMap<String, u64>,
-    touched: &BTreeSet<u64>,
+    moves: Vec<Move>,
+    rec: &Recorder,
 ) -> Result<AnchorResult> {
     let mut last = anyhow!("no node to ask");
-    let mut calls = None;
+    let mut at_end = None;
     for attempt in 0..20usize {
         let via = nodes[attempt % nodes.len()];
-        let mut r = tonic::Request::new(pb::ListCallsRequest {
-            node_id: 0,
-            consistency: pb::Consistency::Linearizable as i32,
-        });
-        r.set_timeout(Duration::from_secs(3));
-        match CallsClient::new(api.channel(via)).list_calls(r).await {
-            Ok(resp) => {
-                calls = Some(resp.into_inner().calls);
+        match list_owners(api, via, placed).await {
+            Ok(owners) => {
+                at_end = Some(owners);
                 break;
             }
-            Err(s) => last = anyhow!("via {via}: {:?}: {}", s.code(), s.message()),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let calls = calls.ok_or_else(|| last.context("listing calls for the anchor check"))?;
-    let at_end: BTreeMap<String, u64> = calls
-        .into_iter()
-        .filter(|c| placed.contains_key(&c.call_id))
-        .map(|c| (c.call_id, c.owner))
-        .collect();
-    Ok(judge(placed, at_end, touched))
+    let at_end = at_end.ok_or_else(|| last.context("listing calls for the anchor check"))?;
+    Ok(judge(placed, at_end, moves, rec.touches(), rec.now_ns()))
 }
 
-/// The rule itself (pure, unit-tested).
+/// The rule itself (pure, unit-tested). A move the monitor missed (the
+/// final owner differs from the last one it saw) is judged as a move
+/// somewhere between its last listing and `end_ns`.
 pub fn judge(
     placed: &BTreeMap<String, u64>,
     at_end: BTreeMap<String, u64>,
-    touched: &BTreeSet<u64>,
+    mut moves: Vec<Move>,
+    touches: Vec<Touch>,
+    end_ns: u64,
 ) -> AnchorResult {
-    let mut moved_off_live = Vec::new();
     let mut lost = Vec::new();
-    for (id, owner) in placed {
-        match at_end.get(id) {
-            None => lost.push(id.clone()),
-            Some(now) if now != owner && !touched.contains(owner) => {
-                moved_off_live.push(id.clone())
-            }
-            Some(_) => {}
+    for (id, &owner) in placed {
+        let Some(&now) = at_end.get(id) else {
+            lost.push(id.clone());
+            continue;
+        };
+        let seen = moves.iter().rev().find(|m| &m.call == id);
+        let (last_owner, last_at) = seen.map_or((owner, 0), |m| (m.to, m.by_ns));
+        if now != last_owner {
+            moves.push(Move {
+                call: id.clone(),
+                from: last_owner,
+                to: now,
+                after_ns: last_at,
+                by_ns: end_ns,
+            });
         }
     }
-    AnchorResult { placed: placed.clone(), at_end, touched: touched.clone(), moved_off_live, lost }
+    let grace = GRACE.as_nanos() as u64;
+    let explained = |m: &Move| {
+        touches.iter().any(|t| {
+            t.node == m.from
+                && t.from_ns <= m.by_ns
+                && t.until_ns.is_none_or(|u| u.saturating_add(grace) >= m.after_ns)
+        })
+    };
+    let unexplained = moves.iter().filter(|m| !explained(m)).cloned().collect();
+    AnchorResult { placed: placed.clone(), at_end, touches, moves, unexplained, lost }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const S: u64 = 1_000_000_000;
+
+    fn mv(call: u64, from: u64, to: u64, after_s: u64, by_s: u64) -> Move {
+        Move { call: call_id(call), from, to, after_ns: after_s * S, by_ns: by_s * S }
+    }
+
     #[test]
-    fn a_call_may_leave_only_a_touched_node() {
+    fn a_call_may_leave_a_node_only_while_or_just_after_a_fault_harms_it() {
         let placed: BTreeMap<String, u64> = (1..=3).map(|n| (call_id(n), n)).collect();
-        let touched = BTreeSet::from([1]);
+        // Node 1 harmed from 10 s to 12 s.
+        let touches = vec![Touch { node: 1, from_ns: 10 * S, until_ns: Some(12 * S) }];
         let end = BTreeMap::from([(call_id(1), 2), (call_id(2), 2), (call_id(3), 3)]);
-        let r = judge(&placed, end, &touched);
-        assert_eq!(r.verdict(), Verdict::Valid, "{r:?}");
-        let end = BTreeMap::from([(call_id(1), 1), (call_id(2), 3), (call_id(3), 3)]);
-        let r = judge(&placed, end, &touched);
-        assert_eq!(r.verdict(), Verdict::Invalid);
-        assert_eq!(r.moved_off_live, vec![call_id(2)]);
-        let end = BTreeMap::from([(call_id(1), 1), (call_id(2), 2)]);
-        let r = judge(&placed, end, &touched);
+        let ok = judge(&placed, end.clone(), vec![mv(1, 1, 2, 10, 11)], touches.clone(), 60 * S);
+        assert_eq!(ok.verdict(), Verdict::Valid, "{ok:?}");
+        // Within the grace after the heal: still explained.
+        let late = judge(&placed, end.clone(), vec![mv(1, 1, 2, 16, 17)], touches.clone(), 60 * S);
+        assert_eq!(late.verdict(), Verdict::Valid, "{late:?}");
+        // Long after the heal: not.
+        let stale = judge(&placed, end.clone(), vec![mv(1, 1, 2, 30, 31)], touches.clone(), 60 * S);
+        assert_eq!(stale.verdict(), Verdict::Invalid);
+        // Off a node never harmed (a deposed leader's NodeDown for node 2).
+        let end2 = BTreeMap::from([(call_id(1), 1), (call_id(2), 3), (call_id(3), 3)]);
+        let r = judge(&placed, end2, vec![mv(2, 2, 3, 12, 13)], touches.clone(), 60 * S);
+        assert_eq!(r.unexplained, vec![mv(2, 2, 3, 12, 13)]);
+        // A move the monitor missed is judged from its last listing to the end.
+        let missed = judge(&placed, end, Vec::new(), touches.clone(), 60 * S);
+        assert_eq!(missed.verdict(), Verdict::Valid, "before 10 s nothing was seen: {missed:?}");
+        // A lost anchor is invalid.
+        let gone = BTreeMap::from([(call_id(1), 1), (call_id(2), 2)]);
+        let r = judge(&placed, gone, Vec::new(), touches, 60 * S);
         assert_eq!(r.lost, vec![call_id(3)]);
         assert_eq!(r.anomalies().len(), 1);
     }

@@ -94,23 +94,51 @@ impl Kind {
 pub struct Recorder {
     start: Instant,
     events: Arc<Mutex<Vec<NemesisEvent>>>,
-    touched: Arc<Mutex<BTreeSet<u64>>>,
+    touches: Arc<Mutex<Vec<Touch>>>,
+}
+
+/// A node harmed by a fault, from `from_ns` until `until_ns` (`None` while
+/// the fault lasts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Touch {
+    /// The node.
+    pub node: u64,
+    /// When the fault started harming it.
+    pub from_ns: u64,
+    /// When the fault was healed.
+    pub until_ns: Option<u64>,
 }
 
 impl Recorder {
     /// A recorder whose time zero is `start`.
     pub fn new(start: Instant) -> Self {
-        Recorder { start, events: Arc::default(), touched: Arc::default() }
+        Recorder { start, events: Arc::default(), touches: Arc::default() }
     }
 
-    /// Note that a fault harmed `nodes` (see `anchors`).
+    /// Note that a fault starts harming `nodes` (see `anchors`).
     pub fn touch(&self, nodes: &[u64]) {
-        self.touched.lock().unwrap_or_else(|p| p.into_inner()).extend(nodes);
+        let now = self.now_ns();
+        let mut t = self.touches.lock().unwrap_or_else(|p| p.into_inner());
+        t.extend(nodes.iter().map(|&node| Touch { node, from_ns: now, until_ns: None }));
+    }
+
+    /// The current fault is healed: close every open touch.
+    pub fn release_all(&self) {
+        let now = self.now_ns();
+        let mut t = self.touches.lock().unwrap_or_else(|p| p.into_inner());
+        for touch in t.iter_mut().filter(|t| t.until_ns.is_none()) {
+            touch.until_ns = Some(now);
+        }
+    }
+
+    /// Every touch so far.
+    pub fn touches(&self) -> Vec<Touch> {
+        self.touches.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Every node a fault harmed so far.
     pub fn touched(&self) -> BTreeSet<u64> {
-        self.touched.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.touches().iter().map(|t| t.node).collect()
     }
 
     /// Nanoseconds since the run started.
@@ -185,6 +213,7 @@ impl Nemesis {
                     self.rec.record(Phase::Stop, "nemesis-error", e.to_string());
                     self.heal_all().await;
                 }
+                self.rec.release_all();
                 let quiet = Duration::from_millis(self.rng.random_range(1_000..3_000));
                 self.sleep_until(Instant::now() + quiet, until).await;
             }
@@ -408,5 +437,6 @@ impl Nemesis {
             }
         }
         self.rec.record(Phase::Stop, "heal", "all faults healed".into());
+        self.rec.release_all();
     }
 }

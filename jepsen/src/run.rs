@@ -159,10 +159,18 @@ async fn run_in(
     let kinds: Vec<String> =
         nemesis.kinds().iter().map(|k| format!("{k:?}").to_lowercase()).collect();
     let nemesis_task = tokio::spawn(nemesis.run(until));
+    let monitor = tokio::spawn(crate::anchors::monitor(
+        api.clone(),
+        ids.clone(),
+        anchors.clone(),
+        rec.clone(),
+        until,
+    ));
     for t in tasks {
         let _ = t.await;
     }
     let events = nemesis_task.await.map_err(|e| anyhow!("nemesis task: {e}"))?;
+    let moves = monitor.await.map_err(|e| anyhow!("anchor monitor task: {e}"))?;
 
     // Healed: wait for the cluster, then the final reads.
     wait_healthy(&api, &ids, Duration::from_secs(60))
@@ -226,9 +234,8 @@ async fn run_in(
         };
         workloads.insert(w.name().to_owned(), WorkloadResult { counts, verdict, detail });
     }
-    // No call may have moved off a node that no fault touched.
-    let touched = rec.touched();
-    let r = crate::anchors::check(&api, &ids, &anchors, &touched).await?;
+    // No call may have moved off a node that no fault harmed at the time.
+    let r = crate::anchors::check(&api, &ids, &anchors, moves, &rec).await?;
     anomalies.extend(r.anomalies());
     let counts = Counts { ok: r.placed.len(), fail: 0, info: 0 };
     let result = WorkloadResult { counts, verdict: r.verdict(), detail: serde_json::to_value(&r)? };
