@@ -3,9 +3,9 @@
 //! so that partitions are real packet drops (nftables) between hosts.
 //!
 //! Layout of a run with N nodes (as root):
-//! - a bridge `sbj<tag>br` in the harness's namespace with address
+//! - a bridge `sbj<pid>-br` (the harness's pid in hex) with address
 //!   10.99.0.254/24 (the client's address);
-//! - namespace `sbj<tag>n<i>` per node, joined to the bridge by a veth pair,
+//! - namespace `sbj<pid>-n<i>` per node, joined to the bridge by a veth pair,
 //!   with address 10.99.0.<i>/24 and the node listening on port 7001;
 //! - partitions are nftables rules in a node's namespace that drop packets
 //!   from other nodes' addresses (never the client's).
@@ -80,6 +80,13 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The pid of the harness run that made namespace or bridge `name`
+/// (`sbj<pid in hex>-...`), if the name has that form.
+fn owner_pid(name: &str) -> Option<u32> {
+    let (tag, _) = name.strip_prefix("sbj")?.split_once('-')?;
+    u32::from_str_radix(tag, 16).ok()
+}
+
 fn ip(args: &[&str]) -> Result<()> {
     run(Command::new("ip").args(args))
 }
@@ -105,7 +112,9 @@ impl Cluster {
         } else {
             Mode::Local
         };
-        let tag = format!("{:x}", std::process::id() % 0xfff);
+        // The whole pid, so that a later run can tell whether the run that
+        // made a namespace is still alive (see `cleanup_stale`).
+        let tag = format!("{:x}", std::process::id());
         let c = Cluster {
             mode,
             tag,
@@ -120,7 +129,7 @@ impl Cluster {
         };
         fs::create_dir_all(&c.dir).with_context(|| format!("creating {}", c.dir.display()))?;
         if c.mode == Mode::Netns {
-            Cluster::cleanup_stale();
+            Cluster::cleanup_stale()?;
             c.setup_network().context("creating namespaces and bridge")?;
         }
         Ok(c)
@@ -140,11 +149,11 @@ impl Cluster {
     }
 
     fn ns(&self, id: u64) -> String {
-        format!("sbj{}n{id}", self.tag)
+        format!("sbj{}-n{id}", self.tag)
     }
 
     fn bridge(&self) -> String {
-        format!("sbj{}br", self.tag)
+        format!("sbj{}-br", self.tag)
     }
 
     fn setup_network(&self) -> Result<()> {
@@ -154,7 +163,7 @@ impl Cluster {
         ip(&["link", "set", &br, "up"])?;
         for &id in &self.ids {
             let ns = self.ns(id);
-            let host_end = format!("sbj{}h{id}", self.tag);
+            let host_end = format!("sbj{}-h{id}", self.tag);
             ip(&["netns", "add", &ns])?;
             ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
             ip(&["link", "set", &host_end, "master", &br])?;
@@ -166,13 +175,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// Remove namespaces and bridges left by harness runs that died.
-    pub fn cleanup_stale() {
+    /// Remove namespaces and bridges left by harness runs that died. A run
+    /// that is still alive is never disturbed: every run uses the same
+    /// subnet, so two at once cannot work, and this refuses to start a
+    /// second one with a message naming the first.
+    pub fn cleanup_stale() -> Result<()> {
+        let mut names: Vec<(&str, String)> = Vec::new();
         if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let name = line.split_whitespace().next().unwrap_or("");
                 if name.starts_with("sbj") {
-                    let _ = Command::new("ip").args(["netns", "del", name]).status();
+                    names.push(("netns", name.to_owned()));
                 }
             }
         }
@@ -182,10 +195,25 @@ impl Cluster {
                 let name =
                     line.split(':').nth(1).unwrap_or("").trim().split('@').next().unwrap_or("");
                 if name.starts_with("sbj") {
-                    let _ = Command::new("ip").args(["link", "del", name]).status();
+                    names.push(("link", name.to_owned()));
                 }
             }
         }
+        let me = std::process::id();
+        for (_, name) in &names {
+            if let Some(pid) = owner_pid(name).filter(|&p| p != me) {
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    bail!(
+                        "another harness run (pid {pid}) is using {name}; runs share the \
+                         {SUBNET}.0/24 subnet, so wait for it to finish"
+                    );
+                }
+            }
+        }
+        for (kind, name) in names {
+            let _ = Command::new("ip").args([kind, "del", &name]).status();
+        }
+        Ok(())
     }
 
     /// The `--initial-cluster` value.
@@ -459,4 +487,19 @@ impl Drop for Cluster {
 
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn names_tell_the_run_that_made_them() {
+        assert_eq!(owner_pid("sbj1a2b-br"), Some(0x1a2b));
+        assert_eq!(owner_pid("sbj400000-n5"), Some(0x400000));
+        assert_eq!(owner_pid("sbj1a2-h12"), Some(0x1a2));
+        // The old form (and anything else) has no owner: removed as stale.
+        assert_eq!(owner_pid("sbjb78n4"), None);
+        assert_eq!(owner_pid("sbjzz-br"), None);
+    }
 }
