@@ -23,6 +23,8 @@
 //! - [`workload`]: the clients that produce histories, and the LOCAL-read audit.
 //! - [`run`]: one run from start-up to verdict.
 //! - [`report`], [`plot`]: the run directory: history, results, SVG plots, logs.
+//! - [`powerfs`]: the FUSE file system that drops unsynced data on a power
+//!   cut, for the `power` nemesis.
 
 #![deny(missing_docs)]
 
@@ -33,6 +35,7 @@ pub mod history;
 pub mod model;
 pub mod nemesis;
 pub mod plot;
+pub mod powerfs;
 pub mod report;
 pub mod run;
 pub mod workload;
