@@ -19,7 +19,9 @@
 //! - [`cluster`]: real node processes in network namespaces (or on
 //!   127.0.0.1 when not root), signals, nftables partitions, cleanup.
 //! - [`api`]: gRPC channels to the nodes and the admin calls nemeses need.
-//! - [`nemesis`]: the seeded fault schedule (partition, kill, pause, member).
+//! - [`nemesis`]: the seeded fault schedule (partition, kill, pause, member,
+//!   power).
+//! - [`power`]: the audit of acknowledged writes after each power cycle.
 //! - [`workload`]: the clients that produce histories, and the LOCAL-read audit.
 //! - [`run`]: one run from start-up to verdict.
 //! - [`report`], [`plot`]: the run directory: history, results, SVG plots, logs.
@@ -35,6 +37,7 @@ pub mod history;
 pub mod model;
 pub mod nemesis;
 pub mod plot;
+pub mod power;
 pub mod powerfs;
 pub mod report;
 pub mod run;
