@@ -331,12 +331,13 @@ impl Nemesis {
             .map_err(|e| anyhow!("power cut task: {e}"))??;
         let bytes: u64 = reports.iter().map(|(_, r)| r.bytes).sum();
         let files: u64 = reports.iter().map(|(_, r)| r.files).sum();
+        let on_write = reports.iter().filter(|(_, r)| r.on_write).count();
         self.rec.record(
             Phase::Start,
             &name,
             format!(
-                "power cut at nodes {victims:?}: dropped {bytes} unsynced bytes in {files} files, \
-                 then SIGKILL"
+                "power cut at nodes {victims:?} ({on_write} right after a write): dropped {bytes} \
+                 unsynced bytes in {files} files, then SIGKILL"
             ),
         );
         let mut cycle = PowerCycle {
@@ -345,6 +346,7 @@ impl Nemesis {
             cut_at_s: cut_ns as f64 / 1e9,
             dropped_bytes: bytes,
             dropped_files: files,
+            cut_on_write: on_write,
             ..PowerCycle::default()
         };
         tokio::time::sleep(hold).await;

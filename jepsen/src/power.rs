@@ -30,6 +30,9 @@ pub struct PowerCycle {
     pub dropped_bytes: u64,
     /// Files with unsynced data at the cut.
     pub dropped_files: u64,
+    /// Nodes whose cut came right after a write request (the others had
+    /// written nothing within the arming window).
+    pub cut_on_write: usize,
     /// Seconds from restarting the nodes to an agreed leader (None: never).
     pub recovered_after_s: Option<f64>,
     /// Set elements acknowledged before the cut.

@@ -54,6 +54,7 @@ fn parse_report(text: &str) -> Option<CutReport> {
         match k {
             "files" => r.files = v.parse().ok()?,
             "bytes" => r.bytes = v.parse().ok()?,
+            "on_write" => r.on_write = v.parse().ok()?,
             _ => {}
         }
     }
@@ -135,7 +136,8 @@ impl PowerMount {
         Ok(())
     }
 
-    /// Wait (up to 5 s) for the daemon's cut report.
+    /// Wait (up to 5 s) for the daemon's cut report (it cuts within
+    /// [`super::daemon::ARM_WINDOW`] of the signal).
     pub fn wait_cut(&self) -> Result<CutReport> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -186,7 +188,14 @@ mod tests {
 
     #[test]
     fn cut_reports_parse() {
-        assert_eq!(parse_report("files=3 bytes=8192\n"), Some(CutReport { files: 3, bytes: 8192 }));
+        assert_eq!(
+            parse_report("files=3 bytes=8192\n"),
+            Some(CutReport { files: 3, bytes: 8192, on_write: false })
+        );
+        assert_eq!(
+            parse_report("files=1 bytes=4096 on_write=true"),
+            Some(CutReport { files: 1, bytes: 4096, on_write: true })
+        );
         assert_eq!(parse_report("files=x"), None);
     }
 }

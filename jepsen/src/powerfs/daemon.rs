@@ -6,17 +6,25 @@
 //! report file the harness waits for.
 //!
 //! Protocol with the harness ([`super::control`]): the daemon runs until the
-//! mount point is unmounted. SIGUSR1 = power loss: every unsynced byte is
-//! dropped, every later request fails with EIO, and the line
-//! `files=<n> bytes=<n>` is written to the report file (written to a
-//! temporary name and renamed, so the harness never reads half of it).
+//! mount point is unmounted. SIGUSR1 = power loss: the file system is armed
+//! to lose power right after the next write request it takes in (the worst
+//! moment: data acknowledged to the writer, not synced), or after
+//! [`ARM_WINDOW`] if nothing is written; every unsynced byte is dropped,
+//! every later request fails with EIO, and the line
+//! `files=<n> bytes=<n> on_write=<bool>` is written to the report file
+//! (written to a temporary name and renamed, so the harness never reads
+//! half of it).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use fuser::{Config, MountOption};
 
 use super::fs::PowerFs;
+
+/// How long an armed cut waits for a write before cutting anyway.
+pub const ARM_WINDOW: Duration = Duration::from_millis(300);
 
 /// What to mount.
 #[derive(Debug, Clone)]
@@ -63,11 +71,23 @@ fn spawn_cut_handler(fs: PowerFs, report: PathBuf) -> Result<()> {
             // SAFETY: sigwait on a valid set, writing into a local.
             let r = unsafe { libc::sigwait(&set, &mut sig) };
             if r == 0 && sig == libc::SIGUSR1 {
-                let cut = fs.power_cut();
-                let line = format!("files={} bytes={}\n", cut.files, cut.bytes);
+                fs.arm();
+                let deadline = Instant::now() + ARM_WINDOW;
+                let cut = loop {
+                    if let Some(cut) = fs.cut_report() {
+                        break cut;
+                    }
+                    if Instant::now() > deadline {
+                        break fs.power_cut();
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                };
+                let line =
+                    format!("files={} bytes={} on_write={}\n", cut.files, cut.bytes, cut.on_write);
                 eprintln!(
-                    "powerfs {}: power cut: dropped {} unsynced bytes in {} files",
+                    "powerfs {}: power cut{}: dropped {} unsynced bytes in {} files",
                     fs.root().display(),
+                    if cut.on_write { " right after a write" } else { "" },
                     cut.bytes,
                     cut.files
                 );

@@ -53,6 +53,9 @@ pub struct CutReport {
     pub files: u64,
     /// Unsynced bytes dropped (whole dirty pages).
     pub bytes: u64,
+    /// The cut came right after a write request (armed), rather than at
+    /// an arbitrary moment.
+    pub on_write: bool,
 }
 
 /// Inode numbers <-> paths relative to the backing root.
@@ -124,6 +127,27 @@ struct State {
     next_fh: u64,
     overlays: HashMap<u64, Overlay>,
     powered_off: bool,
+    /// Cut the power right after the next write request.
+    armed: bool,
+    /// What the cut dropped, once it happened.
+    cut: Option<CutReport>,
+}
+
+impl State {
+    fn cut(&mut self, on_write: bool) -> CutReport {
+        if let Some(done) = self.cut {
+            return done;
+        }
+        let report = CutReport {
+            files: self.overlays.len() as u64,
+            bytes: self.overlays.values().map(Overlay::dirty_bytes).sum(),
+            on_write,
+        };
+        self.powered_off = true;
+        self.overlays.clear();
+        self.cut = Some(report);
+        report
+    }
 }
 
 /// The power-loss file system over one backing directory. Cloning shares
@@ -179,6 +203,8 @@ impl PowerFs {
                 next_fh: 1,
                 overlays: HashMap::new(),
                 powered_off: false,
+                armed: false,
+                cut: None,
             })),
         }
     }
@@ -201,16 +227,23 @@ impl PowerFs {
         Ok(st)
     }
 
-    /// Power loss: drop every unsynced byte and refuse all further requests.
+    /// Power loss: drop every unsynced byte and refuse all further
+    /// requests. A second cut changes nothing and reports the first.
     pub fn power_cut(&self) -> CutReport {
-        let mut st = self.lock();
-        st.powered_off = true;
-        let report = CutReport {
-            files: st.overlays.len() as u64,
-            bytes: st.overlays.values().map(Overlay::dirty_bytes).sum(),
-        };
-        st.overlays.clear();
-        report
+        self.lock().cut(false)
+    }
+
+    /// Power loss at the worst moment: right after the next write request
+    /// is taken in (acknowledged to the writer, never synced), so the cut
+    /// always finds unsynced data when the node is writing at all.
+    /// [`PowerFs::power_cut`] still cuts at once.
+    pub fn arm(&self) {
+        self.lock().armed = true;
+    }
+
+    /// What the cut dropped, if the power is off.
+    pub fn cut_report(&self) -> Option<CutReport> {
+        self.lock().cut
     }
 
     /// Unsynced bytes held in memory right now.
@@ -364,6 +397,9 @@ impl PowerFs {
             std::collections::hash_map::Entry::Vacant(e) => e.insert(Overlay::new(h.file.len()?)),
         };
         overlay.write(&h.file, offset, data)?;
+        if st.armed {
+            st.cut(true);
+        }
         Ok(data.len() as u32)
     }
 

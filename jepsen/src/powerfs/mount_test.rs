@@ -63,8 +63,14 @@ fn mounted_fs_keeps_only_fsynced_data_across_a_power_cut() {
     // A file created and written but never fsynced.
     fs::write(mnt.join("data/new"), b"never synced").unwrap();
 
-    let cut = pfs.power_cut();
+    // Armed: the cut happens right after the next write, which succeeds
+    // (it reached the "page cache") and is lost with the rest.
+    pfs.arm();
+    f.write_all(b"!").unwrap();
+    let cut = pfs.cut_report().expect("the write cut the power");
+    assert!(cut.on_write);
     assert_eq!(cut.files, 2, "{cut:?}");
+    assert_eq!(pfs.power_cut(), cut, "a second cut changes nothing");
     assert!(f.write_all(b"x").is_err(), "a powered-off disk takes no writes");
     assert!(f.sync_all().is_err());
     drop(f);
