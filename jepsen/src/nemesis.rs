@@ -32,7 +32,7 @@ use rand::{RngExt, SeedableRng};
 use crate::api::Api;
 use crate::cluster::{Cluster, Mode};
 use crate::history::{NemesisEvent, NemesisPhase as Phase};
-use crate::power::{acknowledged_before, audit, PowerCycle};
+use crate::power::{audit, PowerCycle};
 use crate::workload::Recorded;
 
 /// Kind of the point event recorded when a node's data directory is wiped
@@ -393,10 +393,11 @@ impl Nemesis {
             return Err(anyhow!(why));
         }
         if let Some(out) = &self.out {
-            let acknowledged = acknowledged_before(&out.ops(), cut_ns);
-            cycle.acknowledged = acknowledged.len();
-            match audit(&self.api, &acknowledged, Duration::from_secs(30)).await {
-                Ok(lost) => cycle.lost = lost,
+            match audit(&self.api, out, &self.rec, Duration::from_secs(30)).await {
+                Ok((acknowledged, lost)) => {
+                    cycle.acknowledged = acknowledged;
+                    cycle.lost = lost;
+                }
                 Err(e) => cycle.failure = Some(format!("{e:#}")),
             }
             let mut shown = cycle.lost.clone();
@@ -405,7 +406,7 @@ impl Nemesis {
                 Phase::Stop,
                 "power-audit",
                 format!(
-                    "{} set elements acknowledged before the cut, {} lost {shown:?}{}",
+                    "{} set elements acknowledged before the read, {} lost {shown:?}{}",
                     cycle.acknowledged,
                     cycle.lost.len(),
                     cycle.failure.as_deref().map(|f| format!("; {f}")).unwrap_or_default()

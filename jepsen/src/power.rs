@@ -1,6 +1,7 @@
 //! What the `power` nemesis checks after every power cycle, and what it
-//! reports: every set element acknowledged before the power was cut must
-//! be in a LINEARIZABLE read once the cluster has a leader again.
+//! reports: once the cluster has a leader again, a LINEARIZABLE read of the
+//! set must hold every element whose add was acknowledged before the read
+//! began — in particular every one acknowledged before the power was cut.
 //!
 //! Owns: [`PowerCycle`] (one cycle's record in `results.json`),
 //! [`acknowledged_before`] and [`audit`]. The final-read set check and the
@@ -15,7 +16,8 @@ use serde::Serialize;
 
 use crate::api::Api;
 use crate::history::{Call, Op, Ret};
-use crate::workload::read_set;
+use crate::nemesis::Recorder;
+use crate::workload::{read_set, Recorded};
 
 /// One power cycle.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -35,7 +37,7 @@ pub struct PowerCycle {
     pub cut_on_write: usize,
     /// Seconds from restarting the nodes to an agreed leader (None: never).
     pub recovered_after_s: Option<f64>,
-    /// Set elements acknowledged before the cut.
+    /// Set elements acknowledged before the audit read began.
     pub acknowledged: usize,
     /// Of those, missing from the read after the restart.
     pub lost: Vec<String>,
@@ -62,21 +64,25 @@ pub fn acknowledged_before(ops: &[Op], t_ns: u64) -> BTreeSet<String> {
         .collect()
 }
 
-/// Read the set (LINEARIZABLE, any node, retried until `timeout`) and
-/// return the elements of `acknowledged` it lacks.
+/// Read the set (LINEARIZABLE, any node, retried until `timeout`); returns
+/// how many elements had been acknowledged when the successful read began,
+/// and those of them it lacks.
 pub async fn audit(
     api: &Api,
-    acknowledged: &BTreeSet<String>,
+    out: &Recorded,
+    rec: &Recorder,
     timeout: Duration,
-) -> Result<Vec<String>> {
+) -> Result<(usize, Vec<String>)> {
     let deadline = Instant::now() + timeout;
     let mut last = anyhow!("not tried");
     while Instant::now() < deadline {
         for id in api.ids() {
+            let acknowledged = acknowledged_before(&out.ops(), rec.now_ns());
             match read_set(api, id).await {
                 Ok(elements) => {
                     let present: BTreeSet<String> = elements.into_iter().collect();
-                    return Ok(acknowledged.difference(&present).cloned().collect());
+                    let lost = acknowledged.difference(&present).cloned().collect();
+                    return Ok((acknowledged.len(), lost));
                 }
                 Err(s) => last = anyhow!("node {id}: {:?}: {}", s.code(), s.message()),
             }

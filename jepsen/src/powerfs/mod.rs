@@ -7,10 +7,12 @@
 //! - [`fs`]: the FUSE file system over the overlays; what is durable when.
 //! - [`daemon`]: the `switchboard-jepsen powerfs` process (mount, SIGUSR1).
 //! - [`control`]: the harness's handle on a mount (start, cut, stop).
+//! - [`local`]: a mount inside the current process, for other crates' tests.
 
 pub mod control;
 pub mod daemon;
 pub mod fs;
+pub mod local;
 pub mod overlay;
 
 #[cfg(test)]
