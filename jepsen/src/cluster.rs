@@ -80,6 +80,10 @@ pub struct Cluster {
     powerfs: Option<PathBuf>,
     /// Mounted power-loss file systems, per node.
     mounts: BTreeMap<u64, PowerMount>,
+    /// Copy every backing directory right after each power cut (for
+    /// diagnosis; `--keep-data`).
+    keep_cuts: bool,
+    cuts: u64,
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -129,6 +133,8 @@ impl Cluster {
             extra_env,
             powerfs: None,
             mounts: BTreeMap::new(),
+            keep_cuts: false,
+            cuts: 0,
         };
         fs::create_dir_all(&c.dir).with_context(|| format!("creating {}", c.dir.display()))?;
         if c.mode == Mode::Netns {
@@ -215,6 +221,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// Copy each node's backing directory to `n<i>.disk.cut<k>` right after
+    /// each power cut (what the disk held when the power came back).
+    pub fn keep_cuts(&mut self, keep: bool) {
+        self.keep_cuts = keep;
+    }
+
     /// Whether data directories are on power-loss mounts.
     pub fn has_powerfs(&self) -> bool {
         self.powerfs.is_some()
@@ -282,6 +294,14 @@ impl Cluster {
         for id in ids {
             if let Some(mut m) = self.mounts.remove(id) {
                 m.stop()?;
+            }
+        }
+        self.cuts += 1;
+        if self.keep_cuts {
+            for id in ids {
+                let from = self.dir.join(format!("n{id}.disk"));
+                let to = self.dir.join(format!("n{id}.disk.cut{}", self.cuts));
+                run(Command::new("cp").arg("-a").arg(&from).arg(&to))?;
             }
         }
         Ok(reports)

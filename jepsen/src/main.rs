@@ -82,6 +82,10 @@ struct TestArgs {
     /// Per-key time limit of the linearizability checker, seconds.
     #[arg(long, default_value_t = 60)]
     check_time_limit: u64,
+    /// Keep the nodes' data directories, and with the power nemesis a copy
+    /// of every node's disk after every cut (cluster/n<i>.disk.cut<k>).
+    #[arg(long)]
+    keep_data: bool,
 }
 
 async fn test(args: TestArgs) -> Result<bool> {
@@ -115,6 +119,7 @@ async fn test(args: TestArgs) -> Result<bool> {
             netns: !args.no_netns,
             node_env: node_env.clone(),
             check_time_limit: Duration::from_secs(args.check_time_limit),
+            keep_data: args.keep_data,
         };
         eprintln!("run {}/{} seed {}", i + 1, args.runs, opts.seed);
         let outcome = run::run(&opts).await?;

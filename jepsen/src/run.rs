@@ -43,6 +43,9 @@ pub struct Options {
     pub node_env: Vec<(String, String)>,
     /// Per-key checker time limit.
     pub check_time_limit: Duration,
+    /// Keep the nodes' data directories (and, with the power nemesis, a
+    /// copy of every disk after every cut) instead of deleting them.
+    pub keep_data: bool,
 }
 
 /// The outcome of one run.
@@ -96,6 +99,7 @@ pub async fn run(opts: &Options) -> Result<Outcome> {
         // This executable serves the power-loss file system (`powerfs`).
         let me = std::env::current_exe().context("locating this executable")?;
         cluster.enable_powerfs(me)?;
+        cluster.keep_cuts(opts.keep_data);
     }
     let mode = cluster.mode;
     let cluster = Arc::new(Mutex::new(cluster));
@@ -108,8 +112,11 @@ pub async fn run(opts: &Options) -> Result<Outcome> {
     let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
     c.teardown();
     let _ = c.collect_logs(&dir);
-    // The nodes' data directories are large and of no use after the check.
-    let _ = std::fs::remove_dir_all(dir.join("cluster"));
+    // The nodes' data directories are large and of no use after the check
+    // (unless kept for diagnosis).
+    if !opts.keep_data {
+        let _ = std::fs::remove_dir_all(dir.join("cluster"));
+    }
     result
 }
 
