@@ -116,4 +116,28 @@ impl Api {
         let s = self.status(id, Duration::from_secs(1)).await?;
         Ok(s.members.iter().map(|m| m.id).collect())
     }
+
+    /// Wait until every node of `ids` answers and all agree on one leader;
+    /// returns it, or the leaders seen when `timeout` runs out.
+    pub async fn wait_leader(&self, ids: &[u64], timeout: Duration) -> Result<u64> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            for &id in ids {
+                match self.status(id, Duration::from_millis(500)).await {
+                    Ok(s) => leaders.push(s.leader_id),
+                    Err(_) => leaders.push(0),
+                }
+            }
+            if let Some(&first) = leaders.first() {
+                if first != 0 && leaders.iter().all(|&l| l == first) {
+                    return Ok(first);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(anyhow!("leaders seen by nodes {ids:?}: {leaders:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }

@@ -18,8 +18,14 @@
 //! ([`Mode::Local`]): kills, pauses and membership changes still work,
 //! partitions do not, and the report says so.
 //!
+//! With [`Cluster::enable_powerfs`] every node's data directory lives on its
+//! own power-loss FUSE mount (`n<i>.mnt`, backed by `n<i>.disk`; see
+//! [`crate::powerfs`]) and [`Cluster::power_cut`] cuts the power of nodes:
+//! their unsynced data is dropped, then the processes are killed with
+//! SIGKILL and the mounts removed; [`Cluster::start`] mounts again.
+//!
 //! The harness talks to the nodes only through the public gRPC API and OS
-//! facilities (signals, namespaces, nftables); it never links the node.
+//! facilities (signals, namespaces, nftables, FUSE); it never links the node.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -28,6 +34,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+use crate::powerfs::control::{self, PowerMount};
+use crate::powerfs::fs::CutReport;
 
 /// The subnet the harness's hosts live in (namespaces we create ourselves).
 const SUBNET: &str = "10.99.0";
@@ -70,6 +79,15 @@ pub struct Cluster {
     base_port: u16,
     log_level: String,
     extra_env: Vec<(String, String)>,
+    /// The harness executable that serves `powerfs`, when data directories
+    /// live on power-loss mounts.
+    powerfs: Option<PathBuf>,
+    /// Mounted power-loss file systems, per node.
+    mounts: BTreeMap<u64, PowerMount>,
+    /// Copy every backing directory right after each power cut (for
+    /// diagnosis; `--keep-data`).
+    keep_cuts: bool,
+    cuts: u64,
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -126,6 +144,10 @@ impl Cluster {
             base_port: 27_001,
             log_level: "info,openraft=warn".into(),
             extra_env,
+            powerfs: None,
+            mounts: BTreeMap::new(),
+            keep_cuts: false,
+            cuts: 0,
         };
         fs::create_dir_all(&c.dir).with_context(|| format!("creating {}", c.dir.display()))?;
         if c.mode == Mode::Netns {
@@ -223,9 +245,105 @@ impl Cluster {
         parts.join(",")
     }
 
+    /// Put every node's data directory on a power-loss mount served by
+    /// `exe powerfs` (call before the first start; root and /dev/fuse only).
+    pub fn enable_powerfs(&mut self, exe: PathBuf) -> Result<()> {
+        control::supported()?;
+        self.powerfs = Some(exe);
+        Ok(())
+    }
+
+    /// Copy each node's backing directory to `n<i>.disk.cut<k>` right after
+    /// each power cut (what the disk held when the power came back).
+    pub fn keep_cuts(&mut self, keep: bool) {
+        self.keep_cuts = keep;
+    }
+
+    /// Whether data directories are on power-loss mounts.
+    pub fn has_powerfs(&self) -> bool {
+        self.powerfs.is_some()
+    }
+
+    fn mount_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("n{id}.mnt"))
+    }
+
     /// Data directory of node `id`.
     pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.join(format!("n{id}"))
+        if self.powerfs.is_some() {
+            // A directory inside the mount, so that its parent is on the
+            // power-loss file system too.
+            self.mount_dir(id).join("data")
+        } else {
+            self.dir.join(format!("n{id}"))
+        }
+    }
+
+    /// Mount node `id`'s power-loss file system if it is not mounted.
+    fn ensure_mounted(&mut self, id: u64) -> Result<()> {
+        let Some(exe) = self.powerfs.clone() else { return Ok(()) };
+        if self.mounts.contains_key(&id) {
+            return Ok(());
+        }
+        let m = PowerMount::start(
+            &exe,
+            &self.dir.join(format!("n{id}.disk")),
+            &self.mount_dir(id),
+            &self.dir.join(format!("n{id}.powerfs.log")),
+        )
+        .with_context(|| format!("mounting node {id}'s power-loss file system"))?;
+        self.mounts.insert(id, m);
+        Ok(())
+    }
+
+    /// Cut the power of `ids` at once: every unsynced byte on their file
+    /// systems is dropped (all cut before any process is killed), then the
+    /// processes get SIGKILL and the mounts are removed. Returns what each
+    /// file system dropped.
+    pub fn power_cut(&mut self, ids: &[u64]) -> Result<Vec<(u64, CutReport)>> {
+        if self.powerfs.is_none() {
+            bail!("power cuts need the power-loss file system (enable_powerfs)");
+        }
+        for id in ids {
+            if let Some(m) = self.mounts.get(id) {
+                m.send_cut()?;
+            }
+        }
+        let mut reports = Vec::new();
+        for id in ids {
+            if let Some(m) = self.mounts.get(id) {
+                reports.push((*id, m.wait_cut()?));
+            }
+        }
+        for &id in ids {
+            if self.is_running(id) {
+                self.kill(id)?;
+            } else if let Some(mut child) = self.procs.get_mut(&id).and_then(|p| p.child.take()) {
+                // It died on its own (e.g. on the first EIO): reap it.
+                let _ = child.wait();
+            }
+        }
+        for id in ids {
+            if let Some(mut m) = self.mounts.remove(id) {
+                m.stop()?;
+            }
+        }
+        self.cuts += 1;
+        if self.keep_cuts {
+            for id in ids {
+                let from = self.dir.join(format!("n{id}.disk"));
+                let to = self.dir.join(format!("n{id}.disk.cut{}", self.cuts));
+                run(Command::new("cp").arg("-a").arg(&from).arg(&to))?;
+            }
+        }
+        Ok(reports)
+    }
+
+    /// The last `n` lines of node `id`'s log.
+    pub fn log_tail(&self, id: u64, n: usize) -> String {
+        let text = fs::read_to_string(self.log_path(id)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Log file of node `id`.
@@ -235,9 +353,11 @@ impl Cluster {
 
     /// Start node `id` (bootstrapping with `initial_cluster` when `bootstrap`).
     pub fn start(&mut self, id: u64, bootstrap: bool) -> Result<()> {
-        if self.procs.get(&id).is_some_and(|p| p.child.is_some()) {
+        // A process that exited on its own (crashed) is started again.
+        if self.is_running(id) {
             return Ok(());
         }
+        self.ensure_mounted(id)?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -450,6 +570,9 @@ impl Cluster {
         for id in ids {
             let _ = self.terminate(id);
         }
+        for (_, mut m) in std::mem::take(&mut self.mounts) {
+            let _ = m.stop();
+        }
         self.remove_network();
     }
 
@@ -473,6 +596,10 @@ impl Cluster {
             let src = self.log_path(id);
             if src.exists() {
                 fs::copy(&src, dest.join(format!("node{id}.log")))?;
+            }
+            let pfs = self.dir.join(format!("n{id}.powerfs.log"));
+            if pfs.exists() {
+                fs::copy(&pfs, dest.join(format!("node{id}.powerfs.log")))?;
             }
         }
         Ok(())

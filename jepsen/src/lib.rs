@@ -20,12 +20,15 @@
 //!   127.0.0.1 when not root), signals, nftables partitions, cleanup.
 //! - [`api`]: gRPC channels to the nodes and the admin calls nemeses need.
 //! - [`nemesis`]: the seeded fault schedule (partition, kill, pause, member,
-//!   leader isolation, clock skew, snapshot-crossing partitions).
+//!   leader isolation, clock skew, snapshot-crossing partitions, power).
 //! - [`anchors`]: calls placed on every node; none may move off a node that
 //!   no fault touched.
+//! - [`power`]: the audit of acknowledged writes after each power cycle.
 //! - [`workload`]: the clients that produce histories, and the LOCAL-read audit.
 //! - [`run`]: one run from start-up to verdict.
 //! - [`report`], [`plot`]: the run directory: history, results, SVG plots, logs.
+//! - [`powerfs`]: the FUSE file system that drops unsynced data on a power
+//!   cut, for the `power` nemesis.
 
 #![deny(missing_docs)]
 
@@ -37,6 +40,8 @@ pub mod history;
 pub mod model;
 pub mod nemesis;
 pub mod plot;
+pub mod power;
+pub mod powerfs;
 pub mod report;
 pub mod run;
 pub mod workload;

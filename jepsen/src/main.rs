@@ -1,5 +1,7 @@
 //! `switchboard-jepsen test ...`: run the chaos harness (see the README's
 //! "Chaos testing" section). Exit code 0 only when every run is valid.
+//! `switchboard-jepsen powerfs ...`: the power-loss file system daemon the
+//! `power` nemesis starts (see `powerfs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +26,22 @@ struct Cli {
 enum Cmd {
     /// Start a cluster, run workloads under faults, check the history.
     Test(TestArgs),
+    /// Serve the power-loss FUSE file system (the `power` nemesis starts
+    /// one per node; SIGUSR1 cuts the power). Runs until unmounted.
+    Powerfs(PowerfsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PowerfsArgs {
+    /// Backing directory: what survives a power cut.
+    #[arg(long)]
+    backing: PathBuf,
+    /// Mount point.
+    #[arg(long)]
+    mount: PathBuf,
+    /// Where to write the report of a power cut.
+    #[arg(long)]
+    report: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,7 +52,9 @@ struct TestArgs {
     /// Seconds of load and faults per run.
     #[arg(long, default_value_t = 60)]
     time: u64,
-    /// Faults: partition,kill,pause,member,leader-isolation,clock,snapshot (or none).
+    /// Faults: partition,kill,pause,member,leader-isolation,clock,snapshot,
+    /// power (or none). `power` is not in the default: it needs root and
+    /// /dev/fuse and is run on its own (see docs/chaos.md).
     #[arg(long, default_value = "partition,kill,pause,member,leader-isolation,clock,snapshot")]
     nemesis: String,
     /// Workloads: register,cas,set,local.
@@ -64,6 +84,10 @@ struct TestArgs {
     /// Per-key time limit of the linearizability checker, seconds.
     #[arg(long, default_value_t = 60)]
     check_time_limit: u64,
+    /// Keep the nodes' data directories, and with the power nemesis a copy
+    /// of every node's disk after every cut (cluster/n<i>.disk.cut<k>).
+    #[arg(long)]
+    keep_data: bool,
 }
 
 async fn test(args: TestArgs) -> Result<bool> {
@@ -97,6 +121,7 @@ async fn test(args: TestArgs) -> Result<bool> {
             netns: !args.no_netns,
             node_env: node_env.clone(),
             check_time_limit: Duration::from_secs(args.check_time_limit),
+            keep_data: args.keep_data,
         };
         eprintln!("run {}/{} seed {}", i + 1, args.runs, opts.seed);
         let outcome = run::run(&opts).await?;
@@ -121,6 +146,21 @@ async fn test(args: TestArgs) -> Result<bool> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Powerfs(a) = &cli.command {
+        // A plain thread-per-request daemon: no async runtime.
+        let args = switchboard_jepsen::powerfs::daemon::DaemonArgs {
+            backing: a.backing.clone(),
+            mount: a.mount.clone(),
+            report: a.report.clone(),
+        };
+        return match switchboard_jepsen::powerfs::daemon::serve(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -131,6 +171,7 @@ fn main() -> ExitCode {
     match rt.block_on(async {
         match cli.command {
             Cmd::Test(args) => test(args).await,
+            Cmd::Powerfs(_) => Ok(true),
         }
     }) {
         Ok(true) => ExitCode::SUCCESS,

@@ -23,6 +23,13 @@
 //! Every node a fault harms is recorded as *touched* (see `anchors`);
 //! clock skew touches nobody: it must not make the cluster declare anyone
 //! down.
+//! - `power`: power loss (data directories on the power-loss file system,
+//!   [`crate::powerfs`]): every unsynced byte of one node, or of every node
+//!   at once, is dropped and the processes are killed with SIGKILL; they are
+//!   restarted, the cluster must agree on a leader, and every set element
+//!   acknowledged before the cut must be read back ([`crate::power`]). A
+//!   cycle whose cluster does not come back stops the schedule, with the
+//!   reason recorded.
 //!
 //! The schedule is seeded: one fault every few seconds, chosen from the
 //! enabled kinds, held for a few seconds, then healed.
@@ -39,6 +46,8 @@ use rand::{RngExt, SeedableRng};
 use crate::api::Api;
 use crate::cluster::{Cluster, Mode};
 use crate::history::{NemesisEvent, NemesisPhase as Phase};
+use crate::power::{audit, PowerCycle};
+use crate::workload::Recorded;
 
 /// Kind of the point event recorded when a node's data directory is wiped
 /// (its detail is the node id).
@@ -61,6 +70,8 @@ pub enum Kind {
     Clock,
     /// Cut one node off until the others have snapshotted past it (netns only).
     Snapshot,
+    /// Power loss of one node or of all (unsynced data dropped, SIGKILL).
+    Power,
 }
 
 impl Kind {
@@ -76,11 +87,12 @@ impl Kind {
                 "leader-isolation" => Kind::LeaderIsolation,
                 "clock" => Kind::Clock,
                 "snapshot" => Kind::Snapshot,
+                "power" => Kind::Power,
                 "none" => continue,
                 other => {
                     return Err(anyhow!(
                         "unknown nemesis {other:?}; expected partition, kill, pause, member, \
-                         leader-isolation, clock, snapshot or none"
+                         leader-isolation, clock, snapshot, power or none"
                     ))
                 }
             });
@@ -167,6 +179,12 @@ pub struct Nemesis {
     rec: Recorder,
     /// Nodes removed from the membership and not yet re-added.
     removed: Vec<u64>,
+    /// The clients' records, for the audit after each power cycle.
+    out: Option<Arc<Recorded>>,
+    /// Every power cycle so far.
+    power_log: Arc<Mutex<Vec<PowerCycle>>>,
+    /// A power cycle left the cluster without a leader: no more faults.
+    broken: bool,
 }
 
 fn lock(c: &Arc<Mutex<Cluster>>) -> std::sync::MutexGuard<'_, Cluster> {
@@ -193,7 +211,21 @@ impl Nemesis {
             rng: StdRng::seed_from_u64(seed ^ 0x6e656d65),
             rec,
             removed: Vec::new(),
+            out: None,
+            power_log: Arc::default(),
+            broken: false,
         }
+    }
+
+    /// Audit acknowledged set elements after each power cycle against `out`.
+    pub fn with_audit(mut self, out: Arc<Recorded>) -> Self {
+        self.out = Some(out);
+        self
+    }
+
+    /// The power cycles run so far (shared; complete once [`Nemesis::run`] returns).
+    pub fn power_log(&self) -> Arc<Mutex<Vec<PowerCycle>>> {
+        self.power_log.clone()
     }
 
     /// The kinds actually scheduled.
@@ -206,7 +238,7 @@ impl Nemesis {
         if !self.kinds.is_empty() {
             // Let the workload warm up on a healthy cluster first.
             self.sleep_until(Instant::now() + Duration::from_secs(2), until).await;
-            while Instant::now() + Duration::from_secs(2) < until {
+            while !self.broken && Instant::now() + Duration::from_secs(2) < until {
                 let kind = *self.kinds.choose(&mut self.rng).unwrap_or(&Kind::Kill);
                 let hold = Duration::from_millis(self.rng.random_range(1_500..4_000));
                 if let Err(e) = self.fault(kind, hold, until).await {
@@ -310,6 +342,20 @@ impl Nemesis {
                 lock(&self.cluster).resume(victim)?;
                 self.rec.record(Phase::Stop, "pause", format!("SIGCONT node {victim}"));
             }
+            Kind::Power => {
+                let whole = self.rng.random_bool(0.4);
+                let victims = if whole {
+                    live.clone()
+                } else {
+                    vec![match leader {
+                        Some(l) if self.rng.random_bool(0.5) => l,
+                        _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
+                    }]
+                };
+                let hold = hold.min(until.saturating_duration_since(Instant::now()));
+                self.rec.touch(&victims);
+                self.power_cycle(whole, victims, hold).await?;
+            }
             Kind::Member => {
                 if self.rng.random_bool(0.5) {
                     let Some(l) = leader else { return Err(anyhow!("no leader to drain")) };
@@ -388,6 +434,106 @@ impl Nemesis {
                 self.rec.record(Phase::Stop, "snapshot-partition", detail);
             }
         }
+        Ok(())
+    }
+
+    /// One power cycle: cut `victims`, hold, restart, wait for a leader,
+    /// audit the acknowledged set elements.
+    async fn power_cycle(&mut self, whole: bool, victims: Vec<u64>, hold: Duration) -> Result<()> {
+        let live = self.live();
+        let scope = if whole { "cluster" } else { "node" };
+        let name = format!("power-{scope}");
+        let cut_ns = self.rec.now_ns();
+        let cluster = self.cluster.clone();
+        let v = victims.clone();
+        let reports = tokio::task::spawn_blocking(move || lock(&cluster).power_cut(&v))
+            .await
+            .map_err(|e| anyhow!("power cut task: {e}"))??;
+        let bytes: u64 = reports.iter().map(|(_, r)| r.bytes).sum();
+        let files: u64 = reports.iter().map(|(_, r)| r.files).sum();
+        let on_write = reports.iter().filter(|(_, r)| r.on_write).count();
+        self.rec.record(
+            Phase::Start,
+            &name,
+            format!(
+                "power cut at nodes {victims:?} ({on_write} right after a write): dropped {bytes} \
+                 unsynced bytes in {files} files, then SIGKILL"
+            ),
+        );
+        let mut cycle = PowerCycle {
+            scope: scope.into(),
+            nodes: victims.clone(),
+            cut_at_s: cut_ns as f64 / 1e9,
+            dropped_bytes: bytes,
+            dropped_files: files,
+            cut_on_write: on_write,
+            ..PowerCycle::default()
+        };
+        tokio::time::sleep(hold).await;
+        let cluster = self.cluster.clone();
+        let v = victims.clone();
+        let started = tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut c = lock(&cluster);
+            for id in v {
+                c.start(id, false)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| anyhow!("restart task: {e}"))?;
+        let restarted = Instant::now();
+        let failure = match started {
+            Err(e) => Some(format!("restarting {victims:?}: {e:#}")),
+            Ok(()) => {
+                self.rec.record(Phase::Stop, &name, format!("restarted nodes {victims:?}"));
+                match self.api.wait_leader(&live, Duration::from_secs(60)).await {
+                    Ok(_) => {
+                        cycle.recovered_after_s = Some(restarted.elapsed().as_secs_f64());
+                        None
+                    }
+                    Err(e) => Some(format!("no agreed leader 60 s after the restart: {e:#}")),
+                }
+            }
+        };
+        if let Some(mut why) = failure {
+            let mut c = lock(&self.cluster);
+            for &id in &victims {
+                if !c.is_running(id) {
+                    why.push_str(&format!(
+                        "; node {id} is not running, its log ends: {}",
+                        c.log_tail(id, 3)
+                    ));
+                }
+            }
+            drop(c);
+            self.rec.record(Phase::Stop, "power-failed", why.clone());
+            cycle.failure = Some(why.clone());
+            self.power_log.lock().unwrap_or_else(|p| p.into_inner()).push(cycle);
+            self.broken = true;
+            return Err(anyhow!(why));
+        }
+        if let Some(out) = &self.out {
+            match audit(&self.api, out, &self.rec, Duration::from_secs(30)).await {
+                Ok((acknowledged, lost)) => {
+                    cycle.acknowledged = acknowledged;
+                    cycle.lost = lost;
+                }
+                Err(e) => cycle.failure = Some(format!("{e:#}")),
+            }
+            let mut shown = cycle.lost.clone();
+            shown.truncate(20);
+            self.rec.record(
+                Phase::Stop,
+                "power-audit",
+                format!(
+                    "{} set elements acknowledged before the read, {} lost {shown:?}{}",
+                    cycle.acknowledged,
+                    cycle.lost.len(),
+                    cycle.failure.as_deref().map(|f| format!("; {f}")).unwrap_or_default()
+                ),
+            );
+        }
+        self.power_log.lock().unwrap_or_else(|p| p.into_inner()).push(cycle);
         Ok(())
     }
 

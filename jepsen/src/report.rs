@@ -78,6 +78,9 @@ pub struct Results {
     pub faults: usize,
     /// Per workload: counts and verdict.
     pub workloads: BTreeMap<String, WorkloadResult>,
+    /// Every power cycle of the `power` nemesis (absent without it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub power: Vec<crate::power::PowerCycle>,
     /// Every anomaly found.
     pub anomalies: Vec<Anomaly>,
 }

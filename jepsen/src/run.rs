@@ -14,6 +14,7 @@ use crate::cluster::{Cluster, Mode};
 use crate::history::{Call, Op};
 use crate::model::{check_set, CasModel, RegisterModel};
 use crate::nemesis::{Kind, Nemesis, Recorder};
+use crate::power::PowerCycle;
 use crate::report::{self, Counts, Results, WorkloadResult};
 use crate::workload::{self, check_local, Client, Recorded, Workload};
 
@@ -42,6 +43,9 @@ pub struct Options {
     pub node_env: Vec<(String, String)>,
     /// Per-key checker time limit.
     pub check_time_limit: Duration,
+    /// Keep the nodes' data directories (and, with the power nemesis, a
+    /// copy of every disk after every cut) instead of deleting them.
+    pub keep_data: bool,
 }
 
 /// The outcome of one run.
@@ -100,8 +104,14 @@ pub async fn run(opts: &Options) -> Result<Outcome> {
         .map_or(0, |d| d.as_secs());
     let dir = opts.out.join(format!("run-{stamp}-seed{}", opts.seed));
     let cluster_dir = dir.join("cluster");
-    let cluster =
+    let mut cluster =
         Cluster::new(opts.nodes, opts.bin.clone(), cluster_dir, opts.netns, opts.node_env.clone())?;
+    if opts.nemeses.contains(&Kind::Power) {
+        // This executable serves the power-loss file system (`powerfs`).
+        let me = std::env::current_exe().context("locating this executable")?;
+        cluster.enable_powerfs(me)?;
+        cluster.keep_cuts(opts.keep_data);
+    }
     let mode = cluster.mode;
     let cluster = Arc::new(Mutex::new(cluster));
     // Ctrl-C (or SIGTERM) ends the run early but still tears everything down.
@@ -113,8 +123,11 @@ pub async fn run(opts: &Options) -> Result<Outcome> {
     let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
     c.teardown();
     let _ = c.collect_logs(&dir);
-    // The nodes' data directories are large and of no use after the check.
-    let _ = std::fs::remove_dir_all(dir.join("cluster"));
+    // The nodes' data directories are large and of no use after the check
+    // (unless kept for diagnosis).
+    if !opts.keep_data {
+        let _ = std::fs::remove_dir_all(dir.join("cluster"));
+    }
     result
 }
 
@@ -155,7 +168,9 @@ async fn run_in(
         }
     }
     let nemesis =
-        Nemesis::new(cluster.clone(), api.clone(), opts.nemeses.clone(), opts.seed, rec.clone());
+        Nemesis::new(cluster.clone(), api.clone(), opts.nemeses.clone(), opts.seed, rec.clone())
+            .with_audit(out.clone());
+    let power_log = nemesis.power_log();
     let kinds: Vec<String> =
         nemesis.kinds().iter().map(|k| format!("{k:?}").to_lowercase()).collect();
     let nemesis_task = tokio::spawn(nemesis.run(until));
@@ -240,7 +255,12 @@ async fn run_in(
     let counts = Counts { ok: r.placed.len(), fail: 0, info: 0 };
     let result = WorkloadResult { counts, verdict: r.verdict(), detail: serde_json::to_value(&r)? };
     workloads.insert("anchors".to_owned(), result);
-    let verdict = Verdict::combine(workloads.values().map(|w| w.verdict));
+    let power = power_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let power_verdict =
+        if power.iter().all(PowerCycle::ok) { Verdict::Valid } else { Verdict::Invalid };
+    let verdict = Verdict::combine(
+        workloads.values().map(|w| w.verdict).chain(std::iter::once(power_verdict)),
+    );
     let mode_text = match mode {
         Mode::Netns => "netns: one network namespace per node, partitions with nftables".to_owned(),
         Mode::Local => {
@@ -258,6 +278,7 @@ async fn run_in(
         nemeses: kinds,
         faults,
         workloads,
+        power: power.clone(),
         anomalies,
     };
     report::write(dir, &results, &ops, &events, &locals, end_s)?;
@@ -271,8 +292,22 @@ async fn run_in(
             )
         })
         .collect();
+    let power_text = if power.is_empty() {
+        String::new()
+    } else {
+        let whole = power.iter().filter(|c| c.scope == "cluster").count();
+        let lost: usize = power.iter().map(|c| c.lost.len()).sum();
+        let failed = power.iter().filter(|c| c.failure.is_some()).count();
+        let acked = power.iter().map(|c| c.acknowledged).max().unwrap_or(0);
+        format!(
+            " power cycles {} ({} node, {whole} cluster), set elements acknowledged {acked}, \
+             lost {lost}, failed cycles {failed};",
+            power.len(),
+            power.len() - whole
+        )
+    };
     let summary = format!(
-        "{}: seed {} nodes {} {}s faults {} [{}] {}",
+        "{}: seed {} nodes {} {}s faults {}{power_text} [{}] {}",
         match verdict {
             Verdict::Valid => "VALID",
             Verdict::Invalid => "INVALID",
@@ -302,21 +337,5 @@ async fn interrupted() {
 
 /// Wait until every node answers and they agree on a leader.
 async fn wait_healthy(api: &Api, ids: &[u64], timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut leaders = Vec::new();
-        for &id in ids {
-            match api.status(id, Duration::from_millis(500)).await {
-                Ok(s) => leaders.push(s.leader_id),
-                Err(_) => leaders.push(0),
-            }
-        }
-        if leaders[0] != 0 && leaders.iter().all(|&l| l == leaders[0]) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(anyhow!("leaders seen: {leaders:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    api.wait_leader(ids, timeout).await.map(|_| ())
 }

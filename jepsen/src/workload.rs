@@ -486,6 +486,23 @@ fn found_version(message: &str) -> Option<u64> {
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
+/// The set workload's elements as node `id` reads them with a
+/// LINEARIZABLE list of registrations.
+pub async fn read_set(api: &Api, id: u64) -> Result<Vec<String>, tonic::Status> {
+    let resp = RegistrarClient::new(api.channel(id))
+        .list_registrations(req(pb::ListRegistrationsRequest {
+            consistency: pb::Consistency::Linearizable as i32,
+        }))
+        .await?;
+    Ok(resp
+        .into_inner()
+        .registrations
+        .into_iter()
+        .map(|r| r.number)
+        .filter(|n| n.starts_with(SET_PREFIX) && n.len() == SET_PREFIX.len() + 6)
+        .collect())
+}
+
 /// The final read of the set workload, retried until the healed cluster answers.
 pub async fn final_set_read(
     api: &Api,
@@ -498,20 +515,8 @@ pub async fn final_set_read(
     while Instant::now() < deadline {
         for &id in &ids {
             let invoke = rec.now_ns();
-            let r = RegistrarClient::new(api.channel(id))
-                .list_registrations(req(pb::ListRegistrationsRequest {
-                    consistency: pb::Consistency::Linearizable as i32,
-                }))
-                .await;
-            match r {
-                Ok(resp) => {
-                    let elements: Vec<String> = resp
-                        .into_inner()
-                        .registrations
-                        .into_iter()
-                        .map(|r| r.number)
-                        .filter(|n| n.starts_with(SET_PREFIX) && n.len() == SET_PREFIX.len() + 6)
-                        .collect();
+            match read_set(api, id).await {
+                Ok(elements) => {
                     out.push(Op {
                         id: out.next_id.fetch_add(1, Ordering::Relaxed),
                         process: 0,
