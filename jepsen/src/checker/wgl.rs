@@ -88,9 +88,11 @@ impl Budget {
     /// The default step limit: a hundred million steps (tens of seconds in a
     /// release build).
     pub const DEFAULT_MAX_STEPS: u64 = 100_000_000;
-    /// The default memo limit: four million configurations (a few hundred
-    /// megabytes for the workloads' states).
-    pub const DEFAULT_MAX_CONFIGURATIONS: usize = 4_000_000;
+    /// The default memo limit: sixteen million configurations (one to two
+    /// gigabytes for the workloads' states). Four million ran out on
+    /// 300-operation register keys with ~30 indeterminate writes in the
+    /// 3-node CI smoke after 28 s, well inside the time and step limits.
+    pub const DEFAULT_MAX_CONFIGURATIONS: usize = 16_000_000;
     /// The default time limit per key: five minutes.
     pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(300);
 
