@@ -34,7 +34,6 @@
 //! The schedule is seeded: one fault every few seconds, chosen from the
 //! enabled kinds, held for a few seconds, then healed.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -146,11 +145,6 @@ impl Recorder {
     /// Every touch so far.
     pub fn touches(&self) -> Vec<Touch> {
         self.touches.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Every node a fault harmed so far.
-    pub fn touched(&self) -> BTreeSet<u64> {
-        self.touches().iter().map(|t| t.node).collect()
     }
 
     /// Nanoseconds since the run started.
@@ -319,10 +313,7 @@ impl Nemesis {
                 self.rec.record(Phase::Stop, name, detail);
             }
             Kind::Kill => {
-                let victim = match leader {
-                    Some(l) if self.rng.random_bool(0.5) => l,
-                    _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
-                };
+                let victim = self.victim(leader, &live, 0.5)?;
                 self.rec.touch(&[victim]);
                 lock(&self.cluster).kill(victim)?;
                 self.rec.record(Phase::Start, "kill", format!("kill -9 node {victim}"));
@@ -331,10 +322,7 @@ impl Nemesis {
                 self.rec.record(Phase::Stop, "kill", format!("restarted node {victim}"));
             }
             Kind::Pause => {
-                let victim = match leader {
-                    Some(l) if self.rng.random_bool(0.5) => l,
-                    _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
-                };
+                let victim = self.victim(leader, &live, 0.5)?;
                 self.rec.touch(&[victim]);
                 lock(&self.cluster).pause(victim)?;
                 self.rec.record(Phase::Start, "pause", format!("SIGSTOP node {victim}"));
@@ -344,14 +332,8 @@ impl Nemesis {
             }
             Kind::Power => {
                 let whole = self.rng.random_bool(0.4);
-                let victims = if whole {
-                    live.clone()
-                } else {
-                    vec![match leader {
-                        Some(l) if self.rng.random_bool(0.5) => l,
-                        _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
-                    }]
-                };
+                let victims =
+                    if whole { live.clone() } else { vec![self.victim(leader, &live, 0.5)?] };
                 let hold = hold.min(until.saturating_duration_since(Instant::now()));
                 self.rec.touch(&victims);
                 self.power_cycle(whole, victims, hold).await?;
@@ -392,21 +374,12 @@ impl Nemesis {
             }
             Kind::LeaderIsolation => {
                 let Some(l) = leader else { return Err(anyhow!("no leader to isolate")) };
-                let rest: Vec<u64> = live.iter().copied().filter(|&n| n != l).collect();
                 let hold = Duration::from_millis(self.rng.random_range(1_000..3_000));
-                self.rec.touch(&[l]);
-                lock(&self.cluster).partition(&[vec![l], rest])?;
                 let detail = format!("isolated leader {l} for {} ms", hold.as_millis());
-                self.rec.record(Phase::Start, "leader-isolation", detail.clone());
-                self.sleep_until(Instant::now() + hold, until).await;
-                lock(&self.cluster).heal()?;
-                self.rec.record(Phase::Stop, "leader-isolation", detail);
+                self.isolate(l, &live, hold, until, "leader-isolation", detail).await?;
             }
             Kind::Clock => {
-                let victim = match leader {
-                    Some(l) if self.rng.random_bool(0.5) => l,
-                    _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
-                };
+                let victim = self.victim(leader, &live, 0.5)?;
                 // More than the workloads' registration lifetime for runs
                 // up to a minute (see workload::registration_ttl_s).
                 let minutes = self.rng.random_range(5..=20i64);
@@ -419,19 +392,10 @@ impl Nemesis {
                 self.rec.record(Phase::Stop, "clock", detail);
             }
             Kind::Snapshot => {
-                let victim = match leader {
-                    Some(l) if self.rng.random_bool(0.33) => l,
-                    _ => *live.choose(&mut self.rng).ok_or_else(|| anyhow!("no node"))?,
-                };
-                let rest: Vec<u64> = live.iter().copied().filter(|&n| n != victim).collect();
+                let victim = self.victim(leader, &live, 0.33)?;
                 let hold = Duration::from_millis(self.rng.random_range(5_000..8_000));
-                self.rec.touch(&[victim]);
-                lock(&self.cluster).partition(&[vec![victim], rest])?;
                 let detail = format!("isolated node {victim} for {} ms", hold.as_millis());
-                self.rec.record(Phase::Start, "snapshot-partition", detail.clone());
-                self.sleep_until(Instant::now() + hold, until).await;
-                lock(&self.cluster).heal()?;
-                self.rec.record(Phase::Stop, "snapshot-partition", detail);
+                self.isolate(victim, &live, hold, until, "snapshot-partition", detail).await?;
             }
         }
         Ok(())
@@ -534,6 +498,35 @@ impl Nemesis {
             );
         }
         self.power_log.lock().unwrap_or_else(|p| p.into_inner()).push(cycle);
+        Ok(())
+    }
+
+    /// The leader with probability `p_leader` (when there is one), else a
+    /// random live node.
+    fn victim(&mut self, leader: Option<u64>, live: &[u64], p_leader: f64) -> Result<u64> {
+        match leader {
+            Some(l) if self.rng.random_bool(p_leader) => Ok(l),
+            _ => live.choose(&mut self.rng).copied().ok_or_else(|| anyhow!("no node")),
+        }
+    }
+
+    /// Cut `node` off from the rest of `live` for `hold`, recorded as `name`.
+    async fn isolate(
+        &mut self,
+        node: u64,
+        live: &[u64],
+        hold: Duration,
+        until: Instant,
+        name: &str,
+        detail: String,
+    ) -> Result<()> {
+        let rest: Vec<u64> = live.iter().copied().filter(|&n| n != node).collect();
+        self.rec.touch(&[node]);
+        lock(&self.cluster).partition(&[vec![node], rest])?;
+        self.rec.record(Phase::Start, name, detail.clone());
+        self.sleep_until(Instant::now() + hold, until).await;
+        lock(&self.cluster).heal()?;
+        self.rec.record(Phase::Stop, name, detail);
         Ok(())
     }
 

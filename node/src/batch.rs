@@ -21,7 +21,7 @@
 //! Unregister.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use switchboard_storage::state::{Command, NodeId, Outcome, Proposal};
@@ -86,11 +86,6 @@ impl Batcher {
     }
 }
 
-/// The proposer's clock in ms since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 async fn run(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>, config: BatchConfig) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_inflight));
@@ -143,30 +138,27 @@ async fn commit(raft: &Raft, config: &BatchConfig, batch: Vec<(Command, Reply)>)
                 // apply() returns one outcome per batched command; anything
                 // else is a bug, reported to every writer rather than hidden.
                 let e = ApiError::Internal(format!("{n} writes got {} outcomes", outcomes.len()));
-                for r in replies {
-                    let _ = r.send(Err(e.clone()));
-                }
-                return;
+                return fail_all(replies, e);
             }
             for (r, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = r.send(Ok(Written { index, leader_id: config.id, outcome }));
             }
         }
-        Ok(Err(e)) => {
-            let e = write_error(e);
-            for r in replies {
-                let _ = r.send(Err(e.clone()));
-            }
-        }
+        Ok(Err(e)) => fail_all(replies, write_error(e)),
         Err(_) => {
             let e = ApiError::DeadlineExceeded(format!(
                 "entry not committed within {} ms; it may or may not take effect",
                 config.timeout.as_millis()
             ));
-            for r in replies {
-                let _ = r.send(Err(e.clone()));
-            }
+            fail_all(replies, e)
         }
+    }
+}
+
+/// Give every writer of a batch the same error.
+fn fail_all(replies: Vec<Reply>, e: ApiError) {
+    for r in replies {
+        let _ = r.send(Err(e.clone()));
     }
 }
 

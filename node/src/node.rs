@@ -69,11 +69,7 @@ impl Node {
         let clock = Arc::new(Clock::new(&config.advertise_addr(), config.data.clone()));
         let stamp = {
             let (clock, reader, raft) = (Arc::clone(&clock), reader.clone(), raft.clone());
-            Arc::new(move || {
-                let voters =
-                    raft.metrics().borrow().membership_config.membership().voter_ids().count();
-                clock.stamp(reader.clock(), voters)
-            })
+            Arc::new(move || stamp(&clock, &reader, &raft))
         };
         let batcher = Batcher::spawn(
             raft.clone(),
@@ -139,9 +135,7 @@ impl Node {
 
     /// The time this node would stamp on an entry now (see `Clock::stamp`).
     pub fn stamp_now(&self) -> u64 {
-        let voters =
-            self.inner.raft.metrics().borrow().membership_config.membership().voter_ids().count();
-        self.inner.clock.stamp(self.inner.reader.clock(), voters)
+        stamp(&self.inner.clock, &self.inner.reader, &self.inner.raft)
     }
 
     /// The term this node leads in, if it is the leader now.
@@ -489,6 +483,13 @@ impl Node {
         }
         Ok(reply.index)
     }
+}
+
+/// The time the leader stamps on an entry: its clock's stamp given the
+/// replicated clock and the number of voters.
+fn stamp(clock: &Clock, reader: &StateReader, raft: &Raft) -> u64 {
+    let voters = raft.metrics().borrow().membership_config.membership().voter_ids().count();
+    clock.stamp(reader.clock(), voters)
 }
 
 /// Whether a tonic status says the connection could not be made at all.

@@ -23,6 +23,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+/// The client services every node serves (and lists by reflection and
+/// health).
+pub const SERVICES: [&str; 7] = [
+    "switchboard.v1.Registrar",
+    "switchboard.v1.Router",
+    "switchboard.v1.Gateways",
+    "switchboard.v1.DialPlan",
+    "switchboard.v1.Calls",
+    "switchboard.v1.Events",
+    "switchboard.v1.Cluster",
+];
+
 /// Test-friendly Raft timings: fast elections, small snapshots.
 pub fn test_config(id: u64, listen: SocketAddr, data: PathBuf) -> Config {
     let mut c = Config { id, listen, data, ..Config::default() };

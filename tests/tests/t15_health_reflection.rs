@@ -46,15 +46,7 @@ async fn health_and_reflection_are_served() {
         panic!("unexpected reflection reply: {reply:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for svc in [
-        "switchboard.v1.Registrar",
-        "switchboard.v1.Router",
-        "switchboard.v1.Gateways",
-        "switchboard.v1.DialPlan",
-        "switchboard.v1.Calls",
-        "switchboard.v1.Events",
-        "switchboard.v1.Cluster",
-    ] {
+    for svc in switchboard_tests::SERVICES {
         assert!(names.iter().any(|n| n == svc), "{svc} not listed: {names:?}");
     }
     cluster.shutdown().await;

@@ -16,16 +16,9 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 /// The health services every node reports on ("" = the whole server).
-const HEALTH_SERVICES: [&str; 8] = [
-    "",
-    "switchboard.v1.Registrar",
-    "switchboard.v1.Router",
-    "switchboard.v1.Gateways",
-    "switchboard.v1.DialPlan",
-    "switchboard.v1.Calls",
-    "switchboard.v1.Events",
-    "switchboard.v1.Cluster",
-];
+fn health_services() -> impl Iterator<Item = &'static str> {
+    std::iter::once("").chain(switchboard_tests::SERVICES)
+}
 
 /// Make every later fsync in node `id`'s data directory fail with EIO.
 fn break_fsync(cluster: &Cluster, id: u64) {
@@ -59,7 +52,7 @@ async fn assert_refuses_everything(cluster: &Cluster, id: u64) {
     assert_raft_stopped("write", &write.expect_err("a write must be refused"));
     let ping = RaftClient::new(cluster.channel(id).await).ping(pb::PingRequest { from: 99 }).await;
     assert_raft_stopped("ping", &ping.expect_err("a liveness ping must be refused"));
-    for service in HEALTH_SERVICES {
+    for service in health_services() {
         let r = health.check(HealthCheckRequest { service: service.into() }).await;
         let status = r.unwrap_or_else(|e| panic!("health of {service:?}: {e:?}")).into_inner();
         assert_eq!(status.status(), ServingStatus::NotServing, "health of {service:?}");
