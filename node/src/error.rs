@@ -54,9 +54,9 @@ impl From<ApplyError> for ApiError {
             ApplyError::Invalid(_) => ApiError::InvalidArgument(msg),
             ApplyError::NotFound(_) => ApiError::NotFound(msg),
             ApplyError::AlreadyExists(_) => ApiError::AlreadyExists(msg),
-            ApplyError::VersionConflict { .. } | ApplyError::Precondition(_) => {
-                ApiError::FailedPrecondition(msg)
-            }
+            ApplyError::VersionConflict { .. }
+            | ApplyError::Precondition(_)
+            | ApplyError::OutOfOrder { .. } => ApiError::FailedPrecondition(msg),
             ApplyError::NoCapacity(_) => ApiError::ResourceExhausted(msg),
             // Only leader tasks propose fenced decisions; they decide again.
             ApplyError::StaleTerm { .. } => ApiError::unavailable(msg),

@@ -23,7 +23,7 @@ use serde::Serialize;
 /// 2: fenced leader decisions, once-only requests, clock ticks, delayed
 /// registration purge (new commands, policy fields and state table). A data
 /// directory written by version 1 is refused with `UnknownVersion`.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The most bytes a single decode may claim for its containers (1 GiB).
 pub const DECODE_LIMIT: usize = 1 << 30;

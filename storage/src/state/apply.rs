@@ -7,13 +7,13 @@
 //! [`Outcome::Error`] and changes nothing but the replicated clock.
 
 use super::calls::{Call, CallState, ReleaseReason};
-use super::command::{CallMove, MAX_BATCH, MAX_ID_LEN, MAX_TEXT_LEN};
+use super::command::{CallMove, SipContact, MAX_BATCH, MAX_ID_LEN, MAX_SIP_CONTACTS, MAX_TEXT_LEN};
 use super::dialplan::{validate_digits, validate_pattern, Route, RouteTarget, MAX_DIGITS};
 use super::gateways::{
     Gateway, GatewayCounters, GatewayStatus, OutOfServiceReason, ProbeVerdict, ReportedOutcome,
 };
 use super::nodes::{Node, NodeStatus};
-use super::registrations::Binding;
+use super::registrations::{Binding, SipOrigin};
 use super::requests::{self, Seen};
 use super::{ApplyError, Command, NodeId, Outcome, State, Takeover};
 
@@ -80,6 +80,70 @@ fn settle(r: Applied) -> Outcome {
     r.unwrap_or_else(Outcome::Error)
 }
 
+/// RFC 3261 §10.3 steps 6-8 for one REGISTER. Every binding it would touch
+/// is checked first (step 7: same Call-ID needs a higher CSeq), so a refusal
+/// changes nothing; then the bindings are removed or written in contact
+/// order.
+#[allow(clippy::too_many_arguments)]
+fn sip_register(
+    state: &mut State,
+    now: u64,
+    number: &str,
+    call_id: &str,
+    cseq: u32,
+    node: NodeId,
+    remove_all: bool,
+    contacts: &[SipContact],
+) -> Applied {
+    let existing = state.registrations.bindings(number);
+    let in_order = |b: &Binding| match &b.sip {
+        Some(o) if o.call_id == call_id && o.cseq >= cseq => Err(ApplyError::OutOfOrder {
+            number: number.to_owned(),
+            device_id: b.device_id.clone(),
+            stored: o.cseq,
+            cseq,
+        }),
+        _ => Ok(()),
+    };
+    for b in existing {
+        if remove_all || contacts.iter().any(|c| c.device_id == b.device_id) {
+            in_order(b)?;
+        }
+    }
+    let mut removed = Vec::new();
+    let mut registered = Vec::new();
+    if remove_all {
+        removed = state.registrations.remove_where(number, |_| true);
+    }
+    for c in contacts {
+        if c.ttl_ms == 0 {
+            removed
+                .extend(state.registrations.remove_where(number, |b| b.device_id == c.device_id));
+            continue;
+        }
+        state.generations += 1;
+        let binding = Binding {
+            device_id: c.device_id.clone(),
+            contact: c.contact.clone(),
+            device_name: c.device_name.clone(),
+            mac: String::new(),
+            node,
+            q: c.q,
+            expires_at_ms: now.saturating_add(c.ttl_ms),
+            generation: state.generations,
+            sip: Some(SipOrigin { call_id: call_id.to_owned(), cseq }),
+        };
+        state.registrations.upsert(number, binding.clone());
+        registered.push(binding);
+    }
+    Ok(Outcome::SipRegistered {
+        number: number.to_owned(),
+        registered,
+        removed,
+        bindings: state.registrations.bindings(number).to_vec(),
+    })
+}
+
 /// Check what can be checked without the state: field syntax and bounds.
 /// `apply` runs it first on every command; the node runs it before
 /// proposing, so that malformed requests never reach the log.
@@ -110,6 +174,33 @@ pub fn validate(command: &Command) -> Result<(), ApplyError> {
         Command::Unregister { number, device_id, .. } => {
             number_ok(number)?;
             device_id.as_deref().map_or(Ok(()), |d| id_ok("device_id", d))
+        }
+        Command::SipRegister { number, call_id, contacts, remove_all, .. } => {
+            number_ok(number)?;
+            id_ok("call_id", call_id)?;
+            if contacts.len() > MAX_SIP_CONTACTS {
+                return Err(invalid(format!(
+                    "{} contacts exceed the {MAX_SIP_CONTACTS} a REGISTER may carry",
+                    contacts.len()
+                )));
+            }
+            if *remove_all && !contacts.is_empty() {
+                return Err(invalid("Contact: * must stand alone"));
+            }
+            for c in contacts {
+                id_ok("device_id", &c.device_id)?;
+                text_ok("contact", &c.contact, false)?;
+                text_ok("device_name", &c.device_name, true)?;
+                if c.q > 1000 {
+                    return Err(invalid(format!("q {} is above 1000", c.q)));
+                }
+            }
+            let mut ids: Vec<&str> = contacts.iter().map(|c| c.device_id.as_str()).collect();
+            ids.sort_unstable();
+            if ids.windows(2).any(|w| w[0] == w[1]) {
+                return Err(invalid("two contacts name the same device"));
+            }
+            Ok(())
         }
         Command::PutRoute(route) => route_ok(route),
         Command::DeleteRoute { pattern } => validate_pattern(pattern).map_err(invalid),
@@ -239,6 +330,7 @@ fn apply_one(state: &mut State, term: u64, command: &Command) -> Applied {
                 q: *q,
                 expires_at_ms: now.saturating_add(*ttl_ms),
                 generation: state.generations,
+                sip: None,
             };
             let replaced = state.registrations.upsert(number, binding.clone());
             Ok(Outcome::Registered { number: number.clone(), binding, replaced })
@@ -251,6 +343,9 @@ fn apply_one(state: &mut State, term: u64, command: &Command) -> Applied {
             }
             b.expires_at_ms = now.saturating_add(*ttl_ms);
             Ok(Outcome::Refreshed { number: number.clone(), binding: b.clone() })
+        }
+        Command::SipRegister { number, call_id, cseq, node, remove_all, contacts } => {
+            sip_register(state, now, number, call_id, *cseq, *node, *remove_all, contacts)
         }
         Command::Unregister { number, device_id, generation } => {
             let removed = state.registrations.remove_where(number, |b| {

@@ -834,3 +834,117 @@ fn the_clock_never_goes_back_and_one_entry_moves_it_at_most_the_cap() {
     r.ok(1_600_000, Command::Tick);
     assert_eq!(r.state.clock_ms, 1_600_000, "0 = no cap");
 }
+
+// --- SIP REGISTER (RFC 3261 §10.3) ---
+
+fn sip(call_id: &str, cseq: u32, contacts: &[(&str, u64)]) -> Command {
+    Command::SipRegister {
+        number: "2000".into(),
+        call_id: call_id.into(),
+        cseq,
+        node: 2,
+        remove_all: false,
+        contacts: contacts
+            .iter()
+            .map(|&(dev, ttl_ms)| crate::state::command::SipContact {
+                device_id: dev.into(),
+                contact: format!("sip:2000@{dev}.example"),
+                device_name: "phone".into(),
+                q: 1000,
+                ttl_ms,
+            })
+            .collect(),
+    }
+}
+
+fn sip_bindings(out: &Outcome) -> Vec<(String, u64)> {
+    match out {
+        Outcome::SipRegistered { bindings, .. } => {
+            bindings.iter().map(|b| (b.device_id.clone(), b.expires_at_ms)).collect()
+        }
+        other => panic!("not SipRegistered: {other:?}"),
+    }
+}
+
+#[test]
+fn sip_register_writes_every_contact_and_lists_all_bindings() {
+    let mut r = Replica::new();
+    r.ok(1_000, register("2000", "grpc-dev", 1, 10_000));
+    let out = r.ok(1_000, sip("c1", 1, &[("a", 60_000), ("b", 30_000)]));
+    assert_eq!(
+        sip_bindings(&out),
+        vec![("a".into(), 61_000), ("b".into(), 31_000), ("grpc-dev".into(), 11_000)]
+    );
+    let a = &r.state.registrations.bindings("2000")[0];
+    assert_eq!(a.node, 2);
+    assert_eq!(
+        a.sip,
+        Some(crate::state::registrations::SipOrigin { call_id: "c1".into(), cseq: 1 })
+    );
+}
+
+#[test]
+fn sip_register_same_call_id_needs_a_higher_cseq_and_refuses_as_a_whole() {
+    let mut r = Replica::new();
+    r.ok(1_000, sip("c1", 5, &[("a", 60_000)]));
+    // Same CSeq (a replay) and a lower one: refused, nothing changes, not
+    // even the other contact of the same request.
+    for cseq in [5, 4] {
+        let e = r.err(2_000, sip("c1", cseq, &[("b", 60_000), ("a", 90_000)]));
+        assert_eq!(
+            e,
+            ApplyError::OutOfOrder {
+                number: "2000".into(),
+                device_id: "a".into(),
+                stored: 5,
+                cseq
+            }
+        );
+    }
+    // Higher CSeq: applied; another Call-ID: applied whatever its CSeq.
+    assert_eq!(
+        sip_bindings(&r.ok(2_000, sip("c1", 6, &[("a", 90_000)]))),
+        vec![("a".into(), 92_000)]
+    );
+    r.ok(2_000, sip("c2", 1, &[("a", 10_000)]));
+    assert_eq!(r.state.registrations.bindings("2000")[0].expires_at_ms, 12_000);
+}
+
+#[test]
+fn sip_register_ttl_zero_removes_and_star_removes_all_in_order_only() {
+    let mut r = Replica::new();
+    r.ok(1_000, sip("c1", 1, &[("a", 60_000), ("b", 60_000)]));
+    let out = r.ok(1_000, sip("c1", 2, &[("a", 0)]));
+    assert_eq!(sip_bindings(&out), vec![("b".into(), 61_000)]);
+    let star = |cseq| Command::SipRegister {
+        number: "2000".into(),
+        call_id: "c1".into(),
+        cseq,
+        node: 2,
+        remove_all: true,
+        contacts: vec![],
+    };
+    assert!(matches!(r.err(1_000, star(1)), ApplyError::OutOfOrder { stored: 1, .. }));
+    match r.ok(1_000, star(3)) {
+        Outcome::SipRegistered { removed, bindings, .. } => {
+            assert_eq!(removed.len(), 1);
+            assert!(bindings.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!r.state.registrations.contains("2000"));
+}
+
+#[test]
+fn sip_register_refuses_star_with_contacts_duplicates_and_too_many() {
+    let mut r = Replica::new();
+    let mut c = sip("c1", 1, &[("a", 1)]);
+    if let Command::SipRegister { remove_all, .. } = &mut c {
+        *remove_all = true;
+    }
+    assert!(matches!(r.err(0, c), ApplyError::Invalid(_)));
+    assert!(matches!(r.err(0, sip("c1", 1, &[("a", 1), ("a", 2)])), ApplyError::Invalid(_)));
+    let many: Vec<(String, u64)> = (0..17).map(|i| (format!("d{i}"), 1)).collect();
+    let many: Vec<(&str, u64)> = many.iter().map(|(d, t)| (d.as_str(), *t)).collect();
+    assert!(matches!(r.err(0, sip("c1", 1, &many)), ApplyError::Invalid(_)));
+}

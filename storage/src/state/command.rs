@@ -80,6 +80,26 @@ pub enum Command {
         /// Restrict the delete to the binding with this generation.
         generation: Option<u64>,
     },
+    /// A SIP REGISTER (RFC 3261 §10.3 steps 6-8), applied as one unit: either
+    /// every contact is applied or, when one is out of order, none is.
+    /// Each binding remembers the Call-ID and CSeq that last wrote it; a
+    /// request with the same Call-ID and a CSeq that is not higher is
+    /// refused ([`ApplyError::OutOfOrder`]), so a late or replayed REGISTER
+    /// never undoes a newer one, whichever node it reached.
+    SipRegister {
+        /// The address-of-record's user part (a number).
+        number: String,
+        /// The request's Call-ID.
+        call_id: String,
+        /// The request's CSeq number.
+        cseq: u32,
+        /// The node that received the REGISTER: it controls the bindings.
+        node: NodeId,
+        /// `Contact: *` with `Expires: 0`: remove every binding of the number.
+        remove_all: bool,
+        /// The contacts to add, refresh (ttl > 0) or remove (ttl 0).
+        contacts: Vec<SipContact>,
+    },
     /// Remove every binding whose expiry is at or before the replicated clock
     /// (committed by the leader's sweep).
     ExpireBindings,
@@ -242,9 +262,43 @@ pub enum Command {
     Batch(Vec<Command>),
 }
 
+/// One Contact of a [`Command::SipRegister`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipContact {
+    /// The device: its `+sip.instance` when it sent one, else its contact URI.
+    pub device_id: String,
+    /// The contact URI.
+    pub contact: String,
+    /// What the device calls itself (its User-Agent), may be empty.
+    pub device_name: String,
+    /// Preference, 0..=1000 (q-value x 1000).
+    pub q: u16,
+    /// Lifetime from the entry's time, ms; 0 removes the binding.
+    pub ttl_ms: u64,
+}
+
+/// Most contacts one SIP REGISTER may carry.
+pub const MAX_SIP_CONTACTS: usize = 16;
+
 /// Why a command changed nothing. Returned inside [`Outcome::Error`]; never a panic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApplyError {
+    /// A SIP REGISTER whose Call-ID matches a binding's and whose CSeq is
+    /// not higher than the one that wrote it (RFC 3261 §10.3 step 7).
+    #[error(
+        "REGISTER out of order: binding {device_id} of {number} was written by CSeq {stored} of \
+         the same Call-ID, this request has CSeq {cseq}"
+    )]
+    OutOfOrder {
+        /// The number.
+        number: String,
+        /// The binding that is newer.
+        device_id: String,
+        /// The CSeq that wrote it.
+        stored: u32,
+        /// The request's CSeq.
+        cseq: u32,
+    },
     /// The command is malformed (bad digits, empty id, oversized field, ...).
     #[error("invalid command: {0}")]
     Invalid(String),
@@ -330,6 +384,18 @@ pub enum Outcome {
         number: String,
         /// What was removed.
         removed: Vec<Binding>,
+    },
+    /// A SIP REGISTER applied: what it added or refreshed, what it removed,
+    /// and every binding of the number afterwards (the 200 OK lists them).
+    SipRegistered {
+        /// The number.
+        number: String,
+        /// Bindings added or refreshed, in contact order.
+        registered: Vec<Binding>,
+        /// Bindings removed.
+        removed: Vec<Binding>,
+        /// Every binding of the number after the request (live or not).
+        bindings: Vec<Binding>,
     },
     /// Bindings removed because they expired, or because their node went down.
     BindingsRemoved {

@@ -151,6 +151,14 @@ pub fn events_of(index: u64, outcome: &Outcome, out: &mut Vec<Event>) {
                 push(EventKind::RegistrationRemoved, number.clone(), Detail::Binding(b.clone()));
             }
         }
+        Outcome::SipRegistered { number, registered, removed, .. } => {
+            for b in removed {
+                push(EventKind::RegistrationRemoved, number.clone(), Detail::Binding(b.clone()));
+            }
+            for b in registered {
+                push(EventKind::RegistrationAdded, number.clone(), Detail::Binding(b.clone()));
+            }
+        }
         Outcome::BindingsRemoved { removed } => {
             for (number, b) in removed {
                 push(EventKind::RegistrationExpired, number.clone(), Detail::Binding(b.clone()));

@@ -61,6 +61,33 @@ fn simple_command() -> BoxedStrategy<Command> {
                 ttl_ms,
             }
         ),
+        (
+            number(),
+            0u8..3,
+            0u32..4,
+            node_id(),
+            any::<bool>(),
+            proptest::collection::vec((device(), 0u16..1200, 0u64..5_000), 0..4)
+        )
+            .prop_map(|(number, call, cseq, node, remove_all, contacts)| {
+                Command::SipRegister {
+                    call_id: format!("call-{call}"),
+                    number,
+                    cseq,
+                    node,
+                    remove_all,
+                    contacts: contacts
+                        .into_iter()
+                        .map(|(device_id, q, ttl_ms)| crate::state::command::SipContact {
+                            contact: format!("sip:{device_id}"),
+                            device_id,
+                            device_name: String::new(),
+                            q,
+                            ttl_ms,
+                        })
+                        .collect(),
+                }
+            }),
         (number(), device(), proptest::option::of(0u64..20), 0u64..5_000).prop_map(
             |(number, device_id, generation, ttl_ms)| Command::Refresh {
                 number,

@@ -29,6 +29,18 @@ pub struct Binding {
     /// would not be unique). A conditional delete names it, and removes
     /// nothing once a newer registration replaced the binding.
     pub generation: u64,
+    /// The SIP request that last wrote the binding, when it came over SIP:
+    /// a later REGISTER with the same Call-ID must carry a higher CSeq.
+    pub sip: Option<SipOrigin>,
+}
+
+/// The Call-ID and CSeq of the SIP REGISTER that last wrote a binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipOrigin {
+    /// The request's Call-ID.
+    pub call_id: String,
+    /// The request's CSeq number.
+    pub cseq: u32,
 }
 
 impl Binding {
