@@ -60,8 +60,10 @@ pub struct Config {
     pub initial_cluster: Option<String>,
     /// Prometheus metrics listen address (text format over HTTP); off when unset.
     pub metrics: Option<SocketAddr>,
-    /// SIP listen address (reserved for the SIP front end).
-    pub sip: Option<SocketAddr>,
+    /// The SIP front end. `sip = "host:port"` is short for `[sip] listen =
+    /// "host:port"`; off when no address is set.
+    #[serde(deserialize_with = "sip_or_address")]
+    pub sip: Sip,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
     /// Raft timings and snapshot policy.
@@ -87,7 +89,7 @@ impl Default for Config {
             data: PathBuf::from("switchboard-data"),
             initial_cluster: None,
             metrics: None,
-            sip: None,
+            sip: Sip::default(),
             log: "info,openraft=warn".into(),
             raft: RaftTimings::default(),
             writes: Writes::default(),
@@ -271,6 +273,87 @@ impl Default for Liveness {
     }
 }
 
+/// The SIP front end: a registrar and redirect server on UDP and TCP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sip {
+    /// Listen address for both UDP and TCP; the front end is off when unset.
+    pub listen: Option<SocketAddr>,
+    /// Serve SIP over UDP.
+    pub udp: bool,
+    /// Serve SIP over TCP.
+    pub tcp: bool,
+    /// Digest authentication realm.
+    pub realm: String,
+    /// `auto` (default): REGISTER needs digest credentials once any user
+    /// exists; `required`: always (no users = nobody may register);
+    /// `off`: never.
+    pub auth: SipAuth,
+    /// How long a nonce stays valid, s; an older one gets `stale=true`.
+    pub nonce_ttl_s: u64,
+    /// Shortest registration accepted, s; shorter gets 423 with Min-Expires.
+    pub min_expires_s: u32,
+    /// Longest registration granted, s; longer requests are shortened.
+    pub max_expires_s: u32,
+    /// Most simultaneous TCP connections; more are refused at accept.
+    pub tcp_max_connections: usize,
+    /// A TCP connection silent for this long is closed, s.
+    pub tcp_idle_timeout_s: u64,
+    /// Retry-After of a 503 sent while no leader is known, s.
+    pub retry_after_s: u32,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        Sip {
+            listen: None,
+            udp: true,
+            tcp: true,
+            realm: "switchboard".into(),
+            auth: SipAuth::Auto,
+            nonce_ttl_s: 300,
+            min_expires_s: 60,
+            max_expires_s: 7_200,
+            tcp_max_connections: 1_024,
+            tcp_idle_timeout_s: 600,
+            retry_after_s: 2,
+        }
+    }
+}
+
+/// When REGISTER needs digest credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipAuth {
+    /// Required as soon as any user exists in the replicated user table.
+    Auto,
+    /// Always required.
+    Required,
+    /// Never asked for.
+    Off,
+}
+
+/// `sip` accepts a bare address as well as a table: `sip = "0.0.0.0:5060"`.
+/// Written by hand because serde's untagged enums lose the table's error
+/// messages (a misspelt key would only say "did not match any variant").
+fn sip_or_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Sip, D::Error> {
+    struct Either;
+    impl<'de> serde::de::Visitor<'de> for Either {
+        type Value = Sip;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a SIP listen address \"host:port\" or a [sip] table")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Sip, E> {
+            let listen = v.parse().map_err(|e| E::custom(format!("sip address {v:?}: {e}")))?;
+            Ok(Sip { listen: Some(listen), ..Sip::default() })
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Sip, A::Error> {
+            Sip::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_any(Either)
+}
+
 impl Config {
     /// Read a TOML file (missing keys take their defaults).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -347,6 +430,27 @@ impl Config {
             return bad(format!(
                 "calls.takeover must be \"hot\" or \"cold\", not {:?}",
                 self.calls.takeover
+            ));
+        }
+        let sip = &self.sip;
+        if sip.listen.is_some() && !sip.udp && !sip.tcp {
+            return bad("sip: udp and tcp are both off; unset sip.listen to turn SIP off".into());
+        }
+        if sip.realm.is_empty()
+            || sip.realm.contains(['"', '\\'])
+            || sip.realm.chars().any(char::is_control)
+        {
+            return bad(format!("sip.realm {:?} must be non-empty text without quotes", sip.realm));
+        }
+        if sip.nonce_ttl_s == 0 || sip.tcp_max_connections == 0 || sip.tcp_idle_timeout_s == 0 {
+            return bad(
+                "sip.nonce_ttl_s, tcp_max_connections and tcp_idle_timeout_s must be > 0".into()
+            );
+        }
+        if sip.min_expires_s == 0 || sip.max_expires_s < sip.min_expires_s {
+            return bad(format!(
+                "sip.min_expires_s ({}) must be > 0 and at most sip.max_expires_s ({})",
+                sip.min_expires_s, sip.max_expires_s
             ));
         }
         if let Some(members) = self.initial_members()? {
@@ -438,6 +542,27 @@ mod tests {
         for bad in ["", "1", "x=a:1", "0=a:1", "1=a", "1=:80", "1=a:1,1=b:2", "1=a:99999"] {
             assert!(parse_members(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn sip_is_an_address_or_a_table() {
+        let c: Config = toml::from_str("id = 1\nsip = \"127.0.0.1:5060\"\n").unwrap();
+        assert_eq!(c.sip.listen, Some("127.0.0.1:5060".parse().unwrap()));
+        assert!(c.sip.udp && c.sip.tcp);
+        let c: Config = toml::from_str(
+            "id = 1\n[sip]\nlisten = \"127.0.0.1:5070\"\nauth = \"off\"\ntcp = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip.listen, Some("127.0.0.1:5070".parse().unwrap()));
+        assert_eq!(c.sip.auth, SipAuth::Off);
+        assert!(!c.sip.tcp);
+        let e = toml::from_str::<Config>("id = 1\n[sip]\nlisen = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        let e = toml::from_str::<Config>("id = 1\nsip = \"nowhere\"\n").unwrap_err();
+        assert!(e.to_string().contains("nowhere"), "{e}");
+        let mut c = Config { id: 1, ..Config::default() };
+        c.sip.min_expires_s = 7_201;
+        assert!(c.validate().unwrap_err().to_string().contains("min_expires_s"));
     }
 
     #[test]

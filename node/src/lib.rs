@@ -241,7 +241,7 @@ async fn register_self(node: Node, mut stop: tokio::sync::watch::Receiver<bool>)
     let command = Command::PutNode {
         id: node.id(),
         grpc_addr: c.advertise_addr(),
-        sip_addr: c.sip.map(|a| a.to_string()).unwrap_or_default(),
+        sip_addr: c.sip.listen.map(|a| a.to_string()).unwrap_or_default(),
         capacity: c.calls.capacity,
     };
     loop {

@@ -31,7 +31,7 @@ pub struct ServeArgs {
     /// Prometheus metrics address (host:port).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
-    /// SIP listen address (reserved for the SIP front end).
+    /// SIP listen address (host:port), UDP and TCP.
     #[arg(long)]
     pub sip: Option<SocketAddr>,
     /// This node's call capacity (0 = no limit).
@@ -65,7 +65,7 @@ impl ServeArgs {
             c.metrics = Some(v);
         }
         if let Some(v) = self.sip {
-            c.sip = Some(v);
+            c.sip.listen = Some(v);
         }
         if let Some(v) = self.capacity {
             c.calls.capacity = v;
