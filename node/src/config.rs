@@ -273,6 +273,9 @@ impl Default for Liveness {
     }
 }
 
+/// The realm used when none is configured (also `ctl user put`'s default).
+pub const DEFAULT_REALM: &str = "switchboard";
+
 /// The SIP front end: a registrar and redirect server on UDP and TCP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -283,12 +286,14 @@ pub struct Sip {
     pub udp: bool,
     /// Serve SIP over TCP.
     pub tcp: bool,
-    /// Digest authentication realm.
+    /// Digest authentication realm: challenges name it, and `ctl user put`
+    /// hashes passwords for it by default. A user stored for another realm
+    /// cannot authenticate here.
     pub realm: String,
     /// `auto` (default): REGISTER needs digest credentials once any user
     /// exists; `required`: always (no users = nobody may register);
     /// `off`: never.
-    pub auth: SipAuth,
+    pub auth: AuthMode,
     /// How long a nonce stays valid, s; an older one gets `stale=true`.
     pub nonce_ttl_s: u64,
     /// Shortest registration accepted, s; shorter gets 423 with Min-Expires.
@@ -303,14 +308,26 @@ pub struct Sip {
     pub retry_after_s: u32,
 }
 
+impl Sip {
+    /// Whether a REGISTER must authenticate, given whether any user has
+    /// credentials in the replicated state.
+    pub fn required(&self, any_user: bool) -> bool {
+        match self.auth {
+            AuthMode::Auto => any_user,
+            AuthMode::Required => true,
+            AuthMode::Off => false,
+        }
+    }
+}
+
 impl Default for Sip {
     fn default() -> Self {
         Sip {
             listen: None,
             udp: true,
             tcp: true,
-            realm: "switchboard".into(),
-            auth: SipAuth::Auto,
+            realm: DEFAULT_REALM.into(),
+            auth: AuthMode::Auto,
             nonce_ttl_s: 300,
             min_expires_s: 60,
             max_expires_s: 7_200,
@@ -321,15 +338,15 @@ impl Default for Sip {
     }
 }
 
-/// When REGISTER needs digest credentials.
+/// When REGISTER requests must authenticate (see [`Sip::auth`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SipAuth {
-    /// Required as soon as any user exists in the replicated user table.
+pub enum AuthMode {
+    /// Required when at least one user has credentials, else off.
     Auto,
-    /// Always required.
+    /// Always required (with no users, every REGISTER is refused).
     Required,
-    /// Never asked for.
+    /// Never: credentials are kept but not asked for.
     Off,
 }
 
@@ -437,10 +454,14 @@ impl Config {
             return bad("sip: udp and tcp are both off; unset sip.listen to turn SIP off".into());
         }
         if sip.realm.is_empty()
-            || sip.realm.contains(['"', '\\'])
-            || sip.realm.chars().any(char::is_control)
+            || sip.realm.len() > switchboard_storage::state::command::MAX_ID_LEN
+            || sip.realm.chars().any(|c| c.is_control() || c == '"' || c == '\\')
         {
-            return bad(format!("sip.realm {:?} must be non-empty text without quotes", sip.realm));
+            return bad(format!(
+                "sip.realm {:?} must be 1 to {} bytes without quotes, backslashes or control characters",
+                sip.realm,
+                switchboard_storage::state::command::MAX_ID_LEN
+            ));
         }
         if sip.nonce_ttl_s == 0 || sip.tcp_max_connections == 0 || sip.tcp_idle_timeout_s == 0 {
             return bad(
@@ -554,7 +575,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.sip.listen, Some("127.0.0.1:5070".parse().unwrap()));
-        assert_eq!(c.sip.auth, SipAuth::Off);
+        assert_eq!(c.sip.auth, AuthMode::Off);
         assert!(!c.sip.tcp);
         let e = toml::from_str::<Config>("id = 1\n[sip]\nlisen = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("lisen"), "{e}");
@@ -563,6 +584,24 @@ mod tests {
         let mut c = Config { id: 1, ..Config::default() };
         c.sip.min_expires_s = 7_201;
         assert!(c.validate().unwrap_err().to_string().contains("min_expires_s"));
+    }
+
+    #[test]
+    fn sip_auth_defaults_and_modes() {
+        let c: Config = toml::from_str("id = 1\nsip = \"127.0.0.1:5060\"\n").unwrap();
+        assert_eq!((c.sip.realm.as_str(), c.sip.nonce_ttl_s), ("switchboard", 300));
+        assert!(!c.sip.required(false) && c.sip.required(true), "auto");
+        let c: Config = toml::from_str("id = 1\n[sip]\nauth = \"off\"\nrealm = \"pbx\"\n").unwrap();
+        assert!(!c.sip.required(true));
+        let c: Config = toml::from_str("id = 1\n[sip]\nauth = \"required\"\n").unwrap();
+        assert!(c.sip.required(false));
+        assert!(toml::from_str::<Config>("id = 1\n[sip]\nauth = \"maybe\"\n").is_err());
+        for (realm, ttl) in [("switchboard", 0), ("", 300), ("a\"b", 300)] {
+            let mut c = Config { id: 1, ..Config::default() };
+            c.sip.realm = realm.into();
+            c.sip.nonce_ttl_s = ttl;
+            assert!(c.validate().is_err(), "{realm:?} {ttl}");
+        }
     }
 
     #[test]

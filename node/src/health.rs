@@ -12,6 +12,7 @@ use switchboard_proto::v1::events_server::EventsServer;
 use switchboard_proto::v1::gateways_server::GatewaysServer;
 use switchboard_proto::v1::registrar_server::RegistrarServer;
 use switchboard_proto::v1::router_server::RouterServer;
+use switchboard_proto::v1::users_server::UsersServer;
 use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -20,7 +21,7 @@ use crate::grpc;
 
 /// Every service name the health service reports on; `""` is the server as
 /// a whole (what probes ask for by default).
-pub const SERVICES: [&str; 8] = [
+pub const SERVICES: [&str; 9] = [
     "",
     <RegistrarServer<grpc::registrar::RegistrarService> as NamedService>::NAME,
     <RouterServer<grpc::router::RouterService> as NamedService>::NAME,
@@ -29,6 +30,7 @@ pub const SERVICES: [&str; 8] = [
     <CallsServer<grpc::calls::CallsService> as NamedService>::NAME,
     <EventsServer<grpc::events::EventsService> as NamedService>::NAME,
     <ClusterServer<grpc::cluster::ClusterService> as NamedService>::NAME,
+    <UsersServer<grpc::users::UsersService> as NamedService>::NAME,
 ];
 
 /// Report `status` for every service in [`SERVICES`].

@@ -61,6 +61,7 @@ use switchboard_proto::v1::gateways_server::GatewaysServer;
 use switchboard_proto::v1::raft_server::RaftServer;
 use switchboard_proto::v1::registrar_server::RegistrarServer;
 use switchboard_proto::v1::router_server::RouterServer;
+use switchboard_proto::v1::users_server::UsersServer;
 use switchboard_storage::state::Command;
 use switchboard_storage::types::Raft;
 use tokio::net::TcpListener;
@@ -194,6 +195,7 @@ pub async fn run(
         .add_service(svc!(DialPlanServer, grpc::dialplan::DialPlanService::new(node.clone())))
         .add_service(svc!(CallsServer, grpc::calls::CallsService::new(node.clone())))
         .add_service(svc!(ClusterServer, grpc::cluster::ClusterService::new(node.clone())))
+        .add_service(svc!(UsersServer, grpc::users::UsersService::new(node.clone())))
         .add_service(svc!(EventsServer, grpc::events::EventsService::new(node.clone(), feed)))
         .add_service(health)
         .add_service(reflection)

@@ -121,6 +121,14 @@ impl Node {
         self.inner.reader.read(|s, applied| f(s, applied.map_or(0, |l| l.index)))
     }
 
+    /// The cluster's SIP nonce secret (the registrar mints and checks
+    /// digest nonces with it), once the first leader has installed it.
+    /// Every node holds the same one, so a nonce from any node is accepted
+    /// at every other.
+    pub fn sip_secret(&self) -> Option<[u8; 32]> {
+        self.read(|s, _| s.sip_secret.map(|k| *k.bytes()))
+    }
+
     /// This node's clocks.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock

@@ -33,6 +33,21 @@ fn ctl(endpoints: &str, args: &[&str]) -> Output {
         .expect("run ctl")
 }
 
+/// `ctl` with `stdin` piped in (for `user put --password-stdin`).
+fn ctl_with_stdin(endpoints: &str, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["ctl", "--endpoints", endpoints])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ctl");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    child.wait_with_output().expect("ctl output")
+}
+
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "ctl failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout)
@@ -108,6 +123,22 @@ fn ctl_against_three_real_processes() {
     assert!(ctl(&ep, &["register", "1000", "sip:1000@10.0.0.1", "--device", "desk"])
         .status
         .success());
+
+    // SIP users: the password comes on stdin, only names and realms go back.
+    let put = ["user", "put", "1000", "--password-stdin"];
+    let out = ctl_with_stdin(&ep, &put, b"s3cret\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (stdin, says) in [(&b""[..], "no password on stdin"), (b"\n", "empty password refused")] {
+        let out = ctl_with_stdin(&ep, &put, stdin);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{out:?}");
+    }
+    let users = json(&ctl(&ep, &["--json", "user", "list", "--linearizable"]));
+    assert_eq!(users["users"], serde_json::json!([{"user": "1000", "realm": "switchboard"}]));
+    let text = ctl(&ep, &["user", "list", "--linearizable"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("1000  switchboard"), "{text:?}");
+    assert!(ctl(&ep, &["user", "delete", "1000"]).status.success());
+    assert_eq!(ctl(&ep, &["user", "delete", "1000"]).status.code(), Some(1));
 
     let r = json(&ctl(&ep, &["--json", "route", "1000", "--linearizable"]));
     assert_eq!(r["targets"][0]["uri"], "sip:1000@10.0.0.1");

@@ -21,8 +21,12 @@ use serde::Serialize;
 /// The version byte written in front of every encoded value.
 ///
 /// 2: fenced leader decisions, once-only requests, clock ticks, delayed
-/// registration purge (new commands, policy fields and state table). A data
-/// directory written by version 1 is refused with `UnknownVersion`.
+/// registration purge (new commands, policy fields and state table).
+/// 3: the SIP front end: digest credentials (`PutUser`, `DeleteUser`,
+/// `SetSipSecret`; the `users` table and `sip_secret` in the state) and
+/// `SipRegister` (bindings remember the Call-ID and CSeq that wrote them).
+/// A data directory written by an older version is refused with
+/// `UnknownVersion`.
 pub const FORMAT_VERSION: u8 = 3;
 
 /// The most bytes a single decode may claim for its containers (1 GiB).

@@ -19,13 +19,14 @@ use switchboard_proto::v1::dial_plan_client::DialPlanClient;
 use switchboard_proto::v1::gateways_client::GatewaysClient;
 use switchboard_proto::v1::registrar_client::RegistrarClient;
 use switchboard_proto::v1::router_client::RouterClient;
+use switchboard_proto::v1::users_client::UsersClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 /// The client services every node serves (and lists by reflection and
 /// health).
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 8] = [
     "switchboard.v1.Registrar",
     "switchboard.v1.Router",
     "switchboard.v1.Gateways",
@@ -33,6 +34,7 @@ pub const SERVICES: [&str; 7] = [
     "switchboard.v1.Calls",
     "switchboard.v1.Events",
     "switchboard.v1.Cluster",
+    "switchboard.v1.Users",
 ];
 
 /// Test-friendly Raft timings: fast elections, small snapshots.
@@ -192,6 +194,10 @@ impl Cluster {
     /// DialPlan client for node `id`.
     pub async fn dial_plan(&self, id: u64) -> DialPlanClient<Channel> {
         DialPlanClient::new(self.channel(id).await)
+    }
+    /// Users (SIP credentials) client for node `id`.
+    pub async fn users(&self, id: u64) -> UsersClient<Channel> {
+        UsersClient::new(self.channel(id).await)
     }
     /// Cluster client for node `id`.
     pub async fn cluster(&self, id: u64) -> ClusterClient<Channel> {

@@ -21,7 +21,9 @@ async fn health_and_reflection_are_served() {
         let overall =
             health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
         assert_eq!(overall.status(), ServingStatus::Serving, "node {id}");
-        for svc in ["Registrar", "Router", "Gateways", "DialPlan", "Calls", "Events", "Cluster"] {
+        for svc in
+            ["Registrar", "Router", "Gateways", "DialPlan", "Calls", "Events", "Cluster", "Users"]
+        {
             let r = health
                 .check(HealthCheckRequest { service: format!("switchboard.v1.{svc}") })
                 .await

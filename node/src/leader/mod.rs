@@ -9,8 +9,9 @@
 //!   configuration (the cluster's policy is the current leader's, so keep
 //!   the nodes' configurations equal); commit `ExpireBindings` when a
 //!   binding has expired; purge the registrations of nodes that stayed down
-//!   for `purge_after_s`; and tick the replicated clock when no entry has
-//!   moved it for a while;
+//!   for `purge_after_s`; tick the replicated clock when no entry has
+//!   moved it for a while; and install the cluster's SIP nonce secret
+//!   when the state has none yet;
 //! - [`liveness`]: poll members, commit `NodeDown` / `NodeUp`;
 //! - [`probe`]: SIP OPTIONS keep-alives to gateways, commit status changes.
 
@@ -20,6 +21,7 @@ pub mod probe;
 use std::time::Duration;
 
 use switchboard_storage::state::nodes::NodeStatus;
+use switchboard_storage::state::users::SipSecret;
 use switchboard_storage::state::{Command, NodeId, Policy, State, Takeover};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -124,6 +126,7 @@ async fn housekeeping(node: &Node, term: u64) {
         }
     }
     tick_clock(node, term).await;
+    install_sip_secret(node, term).await;
     let now = node.cluster_now();
     let (expired, due) = node.read(|s, _| {
         let expired =
@@ -140,6 +143,24 @@ async fn housekeeping(node: &Node, term: u64) {
             Ok(_) => warn!(node = id, "node stayed down: its registrations are purged"),
             Err(e) => warn!(node = id, error = %e, "purging a down node's registrations failed"),
         }
+    }
+}
+
+/// Propose the SIP nonce secret once: 32 bytes from the OS, only while
+/// the state has none. If two leaders race, `apply` keeps the first that
+/// commits and ignores the other, so the secret never changes once set.
+async fn install_sip_secret(node: &Node, term: u64) {
+    if node.read(|s, _| s.sip_secret.is_some()) {
+        return;
+    }
+    let mut key = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut key) {
+        warn!(error = %e, "no randomness from the OS for the SIP nonce secret; will retry");
+        return;
+    }
+    match node.decide(term, Command::SetSipSecret(SipSecret(key))).await {
+        Ok(_) => debug!("SIP nonce secret installed"),
+        Err(e) => warn!(error = %e, "installing the SIP nonce secret failed; will retry"),
     }
 }
 

@@ -15,6 +15,7 @@ use super::gateways::{
 use super::nodes::{Node, NodeStatus};
 use super::registrations::{Binding, SipOrigin};
 use super::requests::{self, Seen};
+use super::users::User;
 use super::{ApplyError, Command, NodeId, Outcome, State, Takeover};
 
 type Applied = Result<Outcome, ApplyError>;
@@ -255,7 +256,13 @@ pub fn validate(command: &Command) -> Result<(), ApplyError> {
                 ref c => validate(c),
             }
         }
+        Command::PutUser { user, realm, .. } => {
+            number_ok(user).map_err(|e| invalid(format!("user: {e}")))?;
+            realm_ok(realm)
+        }
+        Command::DeleteUser { user } => number_ok(user).map_err(|e| invalid(format!("user: {e}"))),
         Command::ExpireBindings
+        | Command::SetSipSecret(_)
         | Command::Tick
         | Command::PurgeNodeRegistrations { .. }
         | Command::RemoveNode { .. }
@@ -505,6 +512,25 @@ fn apply_one(state: &mut State, term: u64, command: &Command) -> Applied {
             Ok(Outcome::PolicySet(*policy))
         }
 
+        Command::PutUser { user, realm, ha1_md5, ha1_sha256 } => {
+            let record = User { realm: realm.clone(), ha1_md5: *ha1_md5, ha1_sha256: *ha1_sha256 };
+            let replaced = state.users.put(user.clone(), record).is_some();
+            Ok(Outcome::UserPut { user: user.clone(), realm: realm.clone(), replaced })
+        }
+        Command::DeleteUser { user } => match state.users.remove(user) {
+            Some(_) => Ok(Outcome::UserDeleted { user: user.clone() }),
+            None => Err(not_found(format!("no SIP user {user:?}"))),
+        },
+        Command::SetSipSecret(secret) => {
+            // First writer wins: nonces minted under the installed secret
+            // must stay valid, so a racing second proposal is a no-op.
+            let installed = state.sip_secret.is_none();
+            if installed {
+                state.sip_secret = Some(*secret);
+            }
+            Ok(Outcome::SipSecret { installed })
+        }
+
         Command::StartCall { call_id, from, to, owner, gateway } => {
             if state.calls.get(call_id).is_some() {
                 return Err(ApplyError::AlreadyExists(format!("call {call_id:?}")));
@@ -737,6 +763,25 @@ fn route_ok(route: &Route) -> Result<(), ApplyError> {
     }
     if let RouteTarget::GatewayGroup(group) = &route.target {
         id_ok("group", group)?;
+    }
+    Ok(())
+}
+
+/// A digest realm: an identifier that may hold spaces (it is sent as a
+/// quoted string) but no quote, backslash or control character, which would
+/// need escaping in `WWW-Authenticate` and could be used to inject
+/// parameters.
+fn realm_ok(realm: &str) -> Result<(), ApplyError> {
+    if realm.is_empty() {
+        return Err(invalid("realm is empty"));
+    }
+    if realm.len() > MAX_ID_LEN {
+        return Err(invalid(format!("realm is longer than {MAX_ID_LEN} bytes")));
+    }
+    if realm.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        return Err(invalid(format!(
+            "realm {realm:?} contains a quote, backslash or control character"
+        )));
     }
     Ok(())
 }

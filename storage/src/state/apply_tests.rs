@@ -835,6 +835,93 @@ fn the_clock_never_goes_back_and_one_entry_moves_it_at_most_the_cap() {
     assert_eq!(r.state.clock_ms, 1_600_000, "0 = no cap");
 }
 
+fn put_user(user: &str, realm: &str, b: u8) -> Command {
+    Command::PutUser {
+        user: user.into(),
+        realm: realm.into(),
+        ha1_md5: [b; 16],
+        ha1_sha256: [b; 32],
+    }
+}
+
+#[test]
+fn users_put_replace_validate_and_delete() {
+    let mut r = Replica::new();
+    let out = r.ok(0, put_user("1000", "switchboard", 1));
+    assert_eq!(
+        out,
+        Outcome::UserPut { user: "1000".into(), realm: "switchboard".into(), replaced: false }
+    );
+    let out = r.ok(0, put_user("1000", "pbx.example", 2));
+    assert!(matches!(out, Outcome::UserPut { replaced: true, .. }), "{out:?}");
+    let u = r.state.users.get("1000").unwrap();
+    assert_eq!((u.realm.as_str(), u.ha1_md5, u.ha1_sha256), ("pbx.example", [2; 16], [2; 32]));
+    for bad in [
+        put_user("", "r", 0),
+        put_user("10 00", "r", 0),
+        put_user("alice", "r", 0),
+        put_user(&"1".repeat(65), "r", 0),
+        put_user("1001", "", 0),
+        put_user("1001", "a\"b", 0),
+        put_user("1001", "a\\b", 0),
+        put_user("1001", "a\r\nb", 0),
+        put_user("1001", &"r".repeat(MAX_ID_LEN + 1), 0),
+        Command::DeleteUser { user: String::new() },
+    ] {
+        assert!(matches!(r.err(0, bad.clone()), ApplyError::Invalid(_)), "{bad:?}");
+    }
+    // A realm may hold spaces (it is a quoted string on the wire).
+    r.ok(0, put_user("1001", "Main office", 3));
+    assert_eq!(r.state.users.len(), 2);
+    assert_eq!(
+        r.ok(0, Command::DeleteUser { user: "1000".into() }),
+        Outcome::UserDeleted { user: "1000".into() }
+    );
+    assert!(matches!(
+        r.err(0, Command::DeleteUser { user: "1000".into() }),
+        ApplyError::NotFound(_)
+    ));
+    assert!(r.state.users.get("1000").is_none());
+}
+
+#[test]
+fn user_events_name_the_user_and_realm_but_never_the_hashes() {
+    let mut r = Replica::new();
+    let mut events = Vec::new();
+    let out = r.ok(0, put_user("1000", "switchboard", 0xab));
+    crate::state::events::events_of(1, &out, &mut events);
+    let out = r.ok(0, Command::DeleteUser { user: "1000".into() });
+    crate::state::events::events_of(2, &out, &mut events);
+    let kinds: Vec<_> = events.iter().map(|e| (e.kind.as_str(), e.key.as_str())).collect();
+    assert_eq!(kinds, [("user_updated", "1000"), ("user_removed", "1000")]);
+    assert_eq!(
+        events[0].detail,
+        crate::state::events::Detail::User { realm: "switchboard".into() }
+    );
+}
+
+#[test]
+fn the_sip_secret_is_set_once_and_a_racing_second_proposal_changes_nothing() {
+    use crate::state::users::SipSecret;
+    let mut r = Replica::new();
+    assert_eq!(r.state.sip_secret, None);
+    let first =
+        Command::Leader { term: 3, command: Box::new(Command::SetSipSecret(SipSecret([1; 32]))) };
+    let out = apply_entry(&mut r.state, 1, 3, 0, &first);
+    assert_eq!(out, Outcome::SipSecret { installed: true });
+    // Another leader (a later term) that also saw none and drew its own.
+    let second =
+        Command::Leader { term: 4, command: Box::new(Command::SetSipSecret(SipSecret([2; 32]))) };
+    let before = r.state.clone();
+    let out = apply_entry(&mut r.state, 2, 4, 0, &second);
+    assert_eq!(out, Outcome::SipSecret { installed: false });
+    assert_eq!(before, r.state);
+    assert_eq!(r.state.sip_secret, Some(SipSecret([1; 32])));
+    // And it survives a snapshot round trip.
+    let back: State = crate::codec::decode(&crate::codec::encode(&r.state).unwrap()).unwrap();
+    assert_eq!(back.sip_secret, Some(SipSecret([1; 32])));
+}
+
 // --- SIP REGISTER (RFC 3261 §10.3) ---
 
 fn sip(call_id: &str, cseq: u32, contacts: &[(&str, u64)]) -> Command {

@@ -13,6 +13,7 @@ use super::dialplan::Route;
 use super::gateways::{GatewayStatus, ProbeVerdict, ReportedOutcome};
 use super::nodes::NodeStatus;
 use super::registrations::Binding;
+use super::users::SipSecret;
 use super::{NodeId, Policy};
 
 /// Longest accepted identifier (number, device id, gateway id, call id, ...), in bytes.
@@ -231,6 +232,29 @@ pub enum Command {
         /// Node id.
         id: NodeId,
     },
+
+    /// Add or replace a SIP user's digest credentials (the HA1s are
+    /// computed by the client; the password never reaches the cluster).
+    PutUser {
+        /// SIP username: the registered number.
+        user: String,
+        /// The realm the HA1s were computed for.
+        realm: String,
+        /// `MD5(user:realm:password)`.
+        ha1_md5: [u8; 16],
+        /// `SHA-256(user:realm:password)`.
+        ha1_sha256: [u8; 32],
+    },
+    /// Remove a SIP user's credentials.
+    DeleteUser {
+        /// SIP username.
+        user: String,
+    },
+    /// Install the cluster's SIP nonce secret. Applied only when none is
+    /// set: two leaders that both found none and raced each propose one,
+    /// the first to commit wins and the second changes nothing, so the
+    /// secret (and every nonce minted with it) never flips.
+    SetSipSecret(SipSecret),
 
     /// A decision the leader took from its own view while leading in
     /// `term` (liveness, probe results, the expiry sweep, the policy, clock
@@ -456,6 +480,26 @@ pub enum Outcome {
     },
     /// The policy was set.
     PolicySet(Policy),
+    /// A SIP user's credentials were stored.
+    UserPut {
+        /// SIP username.
+        user: String,
+        /// The realm they are for.
+        realm: String,
+        /// Whether they replaced earlier credentials.
+        replaced: bool,
+    },
+    /// A SIP user's credentials were removed.
+    UserDeleted {
+        /// SIP username.
+        user: String,
+    },
+    /// A `SetSipSecret` was applied: `installed` is false when a secret was
+    /// already set (the command then changed nothing). Never carries the key.
+    SipSecret {
+        /// Whether this command set the secret.
+        installed: bool,
+    },
     /// A call was recorded.
     CallStarted(Call),
     /// A call's state changed.

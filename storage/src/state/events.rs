@@ -46,6 +46,11 @@ pub enum EventKind {
     NodeDraining,
     /// The cluster policy changed.
     PolicyUpdated,
+    /// A SIP user's credentials were stored (the event names the user and
+    /// realm only, never the digests).
+    UserUpdated,
+    /// A SIP user's credentials were removed.
+    UserRemoved,
     /// A call started.
     CallStarted,
     /// A call's state changed.
@@ -75,6 +80,8 @@ impl EventKind {
             EventKind::NodeUp => "node_up",
             EventKind::NodeDraining => "node_draining",
             EventKind::PolicyUpdated => "policy_updated",
+            EventKind::UserUpdated => "user_updated",
+            EventKind::UserRemoved => "user_removed",
             EventKind::CallStarted => "call_started",
             EventKind::CallUpdated => "call_updated",
             EventKind::CallMoved => "call_moved",
@@ -103,6 +110,11 @@ pub enum Detail {
     },
     /// The policy.
     Policy(Policy),
+    /// A SIP user's realm (credentials are never in an event).
+    User {
+        /// The realm.
+        realm: String,
+    },
     /// A call as it is now.
     Call(Call),
     /// A moved call and its previous owner.
@@ -208,6 +220,14 @@ pub fn events_of(index: u64, outcome: &Outcome, out: &mut Vec<Event>) {
                 push(EventKind::RegistrationRemoved, number.clone(), Detail::Binding(b.clone()));
             }
         }
+        Outcome::UserPut { user, realm, .. } => {
+            push(EventKind::UserUpdated, user.clone(), Detail::User { realm: realm.clone() })
+        }
+        Outcome::UserDeleted { user } => {
+            push(EventKind::UserRemoved, user.clone(), Detail::None {})
+        }
+        // The secret is not something a watcher can act on (and is never shown).
+        Outcome::SipSecret { .. } => {}
         Outcome::PolicySet(p) => push(EventKind::PolicyUpdated, String::new(), Detail::Policy(*p)),
         Outcome::CallStarted(c) => {
             push(EventKind::CallStarted, c.call_id.clone(), Detail::Call(c.clone()))

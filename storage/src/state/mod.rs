@@ -11,6 +11,8 @@
 //! - [`apply()`]: the one function that changes the state.
 //! - [`registrations`], [`dialplan`], [`gateways`], [`nodes`], [`calls`]: the tables.
 //! - [`route`]: the read-side queries, `lookup` and `route`.
+//! - [`users`]: SIP digest credentials (HA1 per user) and the cluster's
+//!   nonce secret.
 
 pub mod apply;
 pub mod calls;
@@ -22,6 +24,7 @@ pub mod nodes;
 pub mod registrations;
 pub mod requests;
 pub mod route;
+pub mod users;
 
 #[cfg(test)]
 mod proptests;
@@ -99,4 +102,9 @@ pub struct State {
     pub calls: calls::Calls,
     /// Recent client request ids and their outcomes (once-only retries).
     pub requests: requests::Requests,
+    /// SIP username -> digest credentials (HA1s, never passwords).
+    pub users: users::Users,
+    /// The key stateless SIP nonces are minted and checked with; set once
+    /// by the first leader that finds none (`Command::SetSipSecret`).
+    pub sip_secret: Option<users::SipSecret>,
 }

@@ -12,6 +12,7 @@ use super::calls::CallState;
 use super::dialplan::{Route, RouteTarget};
 use super::gateways::{ProbeVerdict, ReportedOutcome};
 use super::route::{route, RouteRequest};
+use super::users::SipSecret;
 use super::{apply, Command, NodeId, Outcome, Policy, State, Takeover};
 
 fn pick(options: &'static [&'static str]) -> BoxedStrategy<String> {
@@ -24,6 +25,9 @@ fn pick(options: &'static [&'static str]) -> BoxedStrategy<String> {
 
 fn number() -> BoxedStrategy<String> {
     pick(&["1000", "1001", "2000", "95551234"])
+}
+fn user() -> BoxedStrategy<String> {
+    pick(&["1000", "1001", "+4930"])
 }
 fn device() -> BoxedStrategy<String> {
     pick(&["desk", "soft", "mobile"])
@@ -172,6 +176,16 @@ fn simple_command() -> BoxedStrategy<Command> {
             }
         ),
         Just(Command::Tick),
+        (user(), pick(&["switchboard", "other realm", "a\"b"]), any::<u8>()).prop_map(
+            |(user, realm, b)| Command::PutUser {
+                user,
+                realm,
+                ha1_md5: [b; 16],
+                ha1_sha256: [b; 32],
+            }
+        ),
+        user().prop_map(|user| Command::DeleteUser { user }),
+        any::<u8>().prop_map(|b| Command::SetSipSecret(SipSecret([b; 32]))),
         node_id().prop_map(|id| Command::PurgeNodeRegistrations { id }),
         (call_id(), proptest::option::of(node_id()), proptest::option::of(gateway_id())).prop_map(
             |(call_id, owner, gateway)| Command::StartCall {

@@ -12,13 +12,16 @@ use switchboard_proto::v1::events_client::EventsClient;
 use switchboard_proto::v1::gateways_client::GatewaysClient;
 use switchboard_proto::v1::registrar_client::RegistrarClient;
 use switchboard_proto::v1::router_client::RouterClient;
+use switchboard_proto::v1::users_client::UsersClient;
 
 use super::conn::{describe, parse_endpoint, Conn, MAX_MESSAGE};
 use super::render::{self, join, json, lines, meta_pairs, now_ms, MembersFrom};
 use super::{
     CallCommand, ClusterCommand, CtlCommand, DialplanCommand, GatewayCommand, LookupArgs,
-    NodeCommand, ReadArgs, RefreshArgs, RegisterArgs, RouteArgs, UnregisterArgs,
+    NodeCommand, ReadArgs, RefreshArgs, RegisterArgs, RouteArgs, UnregisterArgs, UserCommand,
+    UserPutArgs,
 };
+use crate::sip::digest::{ha1, Algorithm};
 
 /// One unary call with fail-over: `rpc!(conn, Client.method(request))`.
 /// The request is cloned for each endpoint tried and carries the time-out.
@@ -106,6 +109,7 @@ pub async fn execute(conn: &Conn, as_json: bool, command: CtlCommand) -> anyhow:
         CtlCommand::Call(c) => call(conn, as_json, c, now).await?,
         CtlCommand::Node(n) => node(conn, as_json, n).await?,
         CtlCommand::Cluster(c) => cluster(conn, as_json, c).await?,
+        CtlCommand::User(u) => user(conn, as_json, u).await?,
     };
     emit(&text)?;
     Ok(())
@@ -372,6 +376,66 @@ async fn dialplan(conn: &Conn, as_json: bool, command: DialplanCommand) -> anyho
     }
 }
 
+/// `user put|delete|list`.
+async fn user(conn: &Conn, as_json: bool, command: UserCommand) -> anyhow::Result<String> {
+    match command {
+        UserCommand::Put(a) => {
+            let realm = put_realm(&a)?;
+            let password = read_password(&mut std::io::stdin().lock())?;
+            let req = pb::PutUserRequest {
+                ha1_md5: ha1(Algorithm::Md5, &a.number, &realm, &password),
+                ha1_sha256: ha1(Algorithm::Sha256, &a.number, &realm, &password),
+                user: a.number,
+                realm,
+            };
+            let done = format!("user {} stored for realm {}", req.user, req.realm);
+            let r = rpc!(conn, UsersClient.put_user(req))?;
+            ack(as_json, &r, done, r.meta.as_ref())
+        }
+        UserCommand::Delete { number } => {
+            let req = pb::DeleteUserRequest { user: number.clone() };
+            let r = rpc!(conn, UsersClient.delete_user(req))?;
+            ack(as_json, &r, format!("user {number} deleted"), r.meta.as_ref())
+        }
+        UserCommand::List(read) => {
+            let req = pb::ListUsersRequest { consistency: consistency(read) };
+            let r = rpc!(conn, UsersClient.list_users(req))?;
+            if as_json {
+                return json(&r);
+            }
+            Ok(render::users_table(&r.users))
+        }
+    }
+}
+
+/// The realm `user put` hashes for: `--realm`, else the configuration
+/// file's, else the default.
+fn put_realm(a: &UserPutArgs) -> anyhow::Result<String> {
+    if let Some(r) = &a.realm {
+        return Ok(r.clone());
+    }
+    match &a.config {
+        Some(path) => Ok(crate::config::Config::from_file(path)?.sip.realm),
+        None => Ok(crate::config::DEFAULT_REALM.to_owned()),
+    }
+}
+
+/// One line of `input` (the trailing newline removed) as the password;
+/// refuses end of input and an empty line with a message that says so.
+fn read_password(input: &mut impl std::io::BufRead) -> anyhow::Result<String> {
+    let mut line = String::new();
+    let n = input.read_line(&mut line).context("cannot read the password from stdin")?;
+    if n == 0 {
+        anyhow::bail!("no password on stdin (it is empty or closed); pipe one line, e.g. `printf '%s\\n' \"$PW\" | switchboard ctl user put ...`");
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        anyhow::bail!("empty password refused");
+    }
+    Ok(password.to_owned())
+}
+
 /// Output of a write with nothing to show but where it was committed.
 fn ack<T: serde::Serialize>(
     as_json: bool,
@@ -530,6 +594,26 @@ async fn watch(conn: &Conn, as_json: bool, from_index: u64) -> anyhow::Result<()
         let line = if as_json { json(&event)? } else { render::event_text(&event) };
         if !emit(&line)? {
             return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_one_line_and_never_empty() {
+        let read = |s: &str| read_password(&mut s.as_bytes());
+        assert_eq!(read("s3cret\n").unwrap(), "s3cret");
+        assert_eq!(read("s3cret\r\nignored\n").unwrap(), "s3cret");
+        assert_eq!(read("no newline").unwrap(), "no newline");
+        assert_eq!(read(" spaces kept \n").unwrap(), " spaces kept ");
+        let e = read("").unwrap_err().to_string();
+        assert!(e.contains("no password on stdin"), "{e}");
+        for empty in ["\n", "\r\n"] {
+            let e = read(empty).unwrap_err().to_string();
+            assert!(e.contains("empty password refused"), "{e}");
         }
     }
 }

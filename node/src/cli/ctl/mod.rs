@@ -114,6 +114,9 @@ pub enum CtlCommand {
     /// Cluster membership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// SIP digest credentials (REGISTER authentication).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Stream changes, one line per event, until interrupted.
     Watch(WatchArgs),
 }
@@ -151,6 +154,41 @@ pub struct RegisterArgs {
     /// Device MAC address.
     #[arg(long)]
     pub mac: Option<String>,
+}
+
+/// `user put|delete|list`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Set a SIP user's password. It is read from stdin (one line) and
+    /// hashed here: only H(user:realm:password), MD5 and SHA-256, is sent.
+    Put(UserPutArgs),
+    /// Remove a SIP user's credentials.
+    Delete {
+        /// The user (the number it registers).
+        number: String,
+    },
+    /// Every SIP user and its realm (never the hashes).
+    List(ReadArgs),
+}
+
+/// Arguments of `user put`.
+#[derive(Debug, Clone, Args)]
+pub struct UserPutArgs {
+    /// The user: the number it registers (digits, +, *, #).
+    pub number: String,
+    /// The realm to hash the password for (default: `sip.realm` of
+    /// `--config`, else "switchboard"); it must be the realm the nodes
+    /// challenge with.
+    #[arg(long, value_name = "R", value_parser = NonEmptyStringValueParser::new())]
+    pub realm: Option<String>,
+    /// A node configuration file to take the default realm from.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Read the password from stdin, one line (required: a password is
+    /// never taken from the command line, where `ps` and shell history
+    /// would show it).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
 }
 
 /// Arguments of `refresh`.
@@ -511,6 +549,28 @@ mod tests {
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Top::Ctl(a) => a,
         })
+    }
+
+    #[test]
+    fn user_put_needs_password_stdin_and_takes_a_realm() {
+        let a = parse(&["user", "put", "1000", "--password-stdin", "--realm", "pbx"]).unwrap();
+        let CtlCommand::User(UserCommand::Put(p)) = a.command else { panic!("not user put") };
+        assert_eq!(
+            (p.number.as_str(), p.realm.as_deref(), p.password_stdin),
+            ("1000", Some("pbx"), true)
+        );
+        let e = parse(&["user", "put", "1000"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(parse(&["user", "put", "1000", "--password", "x"]).is_err());
+        assert!(parse(&["user", "put", "1000", "--password-stdin", "--realm", ""]).is_err());
+        assert!(matches!(
+            parse(&["user", "delete", "1000"]).unwrap().command,
+            CtlCommand::User(UserCommand::Delete { .. })
+        ));
+        assert!(matches!(
+            parse(&["user", "list", "--json"]).unwrap().command,
+            CtlCommand::User(UserCommand::List(_))
+        ));
     }
 
     #[test]

@@ -382,6 +382,18 @@ pub fn routes_table(routes: &[pb::DialRoute]) -> String {
     t.render()
 }
 
+/// Every SIP user and its realm as a table.
+pub fn users_table(users: &[pb::SipUser]) -> String {
+    if users.is_empty() {
+        return "no users".into();
+    }
+    let mut t = Table::new(&["USER", "REALM"]);
+    for u in users {
+        t.row(vec![one_line(&u.user), one_line(&u.realm)]);
+    }
+    t.render()
+}
+
 /// One call as `key: value` pairs.
 pub fn call_pairs(c: &pb::Call, now: u64) -> Pairs {
     vec![
