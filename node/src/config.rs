@@ -306,6 +306,12 @@ pub struct Sip {
     pub tcp_idle_timeout_s: u64,
     /// Retry-After of a 503 sent while no leader is known, s.
     pub retry_after_s: u32,
+    /// Digest algorithms offered in 401 challenges, most preferred first:
+    /// `SHA-256` and/or `MD5` (RFC 8760). Clients answer the first one they
+    /// support; sipp 3.6 and some older phones read only the first
+    /// challenge and fail on SHA-256, so a cluster serving them lists
+    /// `["MD5"]` (or `MD5` first).
+    pub algorithms: Vec<String>,
 }
 
 impl Sip {
@@ -334,6 +340,7 @@ impl Default for Sip {
             tcp_max_connections: 1_024,
             tcp_idle_timeout_s: 600,
             retry_after_s: 2,
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
         }
     }
 }
@@ -461,6 +468,13 @@ impl Config {
                 "sip.realm {:?} must be 1 to {} bytes without quotes, backslashes or control characters",
                 sip.realm,
                 switchboard_storage::state::command::MAX_ID_LEN
+            ));
+        }
+        if sip.algorithms.is_empty() || sip.algorithms.iter().any(|a| a != "SHA-256" && a != "MD5")
+        {
+            return bad(format!(
+                "sip.algorithms {:?} must list \"SHA-256\" and/or \"MD5\"",
+                sip.algorithms
             ));
         }
         if sip.nonce_ttl_s == 0 || sip.tcp_max_connections == 0 || sip.tcp_idle_timeout_s == 0 {

@@ -96,6 +96,14 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The SIP address could not be bound.
+    #[error("cannot listen for SIP on {addr}: {source}")]
+    Sip {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Largest gRPC message accepted or sent (snapshot chunks, big lists).
@@ -113,6 +121,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
+    let sip = match config.sip.listen {
+        Some(addr) => Some(
+            sip::transport::Sockets::bind(addr, config.sip.udp, config.sip.tcp)
+                .map_err(|source| RunError::Sip { addr, source })?,
+        ),
+        None => None,
+    };
+    run_with_sip(config, listener, sip, shutdown).await
+}
+
+/// [`run`] with the SIP sockets already bound (tests bind port 0), or
+/// without SIP when `sip` is `None`.
+pub async fn run_with_sip(
+    mut config: Config,
+    listener: TcpListener,
+    sip: Option<sip::transport::Sockets>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate()?;
+    // The address actually bound is the one the node table advertises.
+    config.sip.listen = sip.as_ref().map(|s| s.local_addr());
     let config = Arc::new(config);
     let raft_config = Arc::new(config.openraft()?);
     let data = config.data.clone();
@@ -166,6 +195,13 @@ pub async fn run(
         });
     }
     tokio::spawn(leader::run(node.clone(), tasks_stopped.clone()));
+    if let Some(sockets) = sip {
+        let server = Arc::new(sip::server::Server::new(node.clone()));
+        let mut stop = tasks_stopped.clone();
+        tokio::spawn(sip::transport::serve(server, sockets, config.sip.clone(), async move {
+            let _ = stop.changed().await;
+        }));
+    }
     if let Some(addr) = config.metrics {
         metrics::install(addr, node.clone(), tasks_stopped.clone());
     }

@@ -20,11 +20,20 @@
 //! [`options`], the gateway prober's OPTIONS client.
 
 pub mod addr;
+pub mod auth;
+pub mod codes;
 pub mod digest;
 pub mod framing;
 pub mod message;
+pub mod metrics;
 pub mod options;
+pub mod redirect;
+pub mod registrar;
 pub mod response;
 pub mod scan;
+pub mod server;
+pub mod stateless;
+pub mod transactions;
+pub mod transport;
 pub mod uri;
 pub mod via;
