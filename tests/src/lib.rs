@@ -360,3 +360,40 @@ impl SipResponder {
         }
     }
 }
+
+/// A 127.0.0.1 port free for both UDP and TCP (SIP binds both).
+pub async fn free_sip_addr() -> SocketAddr {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let addr = udp.local_addr().expect("local addr");
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1");
+}
+
+impl Cluster {
+    /// Like [`Cluster::start_with`], with every node serving SIP on UDP and
+    /// TCP (on a free 127.0.0.1 port each) and gateway probing off, so that
+    /// gateways that do not exist stay in service.
+    pub async fn start_sip(n: u64, tweak: impl Fn(&mut Config)) -> Cluster {
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            addrs.push(free_sip_addr().await);
+        }
+        Cluster::start_with(n, |c| {
+            c.sip.listen = Some(addrs[(c.id - 1) as usize]);
+            c.gateways.probe_interval_ms = 0;
+            tweak(c);
+        })
+        .await
+    }
+
+    /// Node `id`'s SIP address.
+    pub fn sip_addr(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].config.sip.listen.expect("node serves SIP")
+    }
+}
+
+pub mod sip;

@@ -21,6 +21,8 @@ use super::scan::{self, eq_ci, trim};
 pub const MAX_HEADERS: usize = 128;
 /// Largest message accepted (a UDP datagram cannot be larger).
 pub const MAX_MESSAGE: usize = 65_535;
+/// Longest header line (with its continuation lines) accepted.
+pub const MAX_HEADER_LINE: usize = 8_192;
 
 /// Why bytes are not a usable SIP message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +48,9 @@ pub enum ParseError {
     /// More than [`MAX_HEADERS`] header lines.
     #[error("too many headers")]
     TooManyHeaders,
+    /// A header longer than [`MAX_HEADER_LINE`] bytes.
+    #[error("header line too long")]
+    HeaderTooLong,
     /// A mandatory header is missing.
     #[error("missing {0} header")]
     Missing(&'static str),
@@ -291,6 +296,9 @@ impl<'a> Message<'a> {
                 let (cont, after) = line_at(buf, end).ok_or(ParseError::Unterminated)?;
                 value_end = end + cont.len();
                 end = after;
+            }
+            if value_end - pos > MAX_HEADER_LINE {
+                return Err(ParseError::HeaderTooLong);
             }
             let colon = line.iter().position(|&b| b == b':').ok_or(ParseError::HeaderLine)?;
             let raw_name = trim(&line[..colon]);

@@ -110,6 +110,10 @@ fn start_line_and_limits() {
     many.extend_from_slice(b"\r\n");
     assert_eq!(Message::parse(&many).unwrap_err(), ParseError::TooManyHeaders);
     assert_eq!(Message::parse(&vec![b'a'; MAX_MESSAGE + 1]).unwrap_err(), ParseError::TooLarge);
+    let mut long = b"OPTIONS sip:x SIP/2.0\r\nX-Pad: ".to_vec();
+    long.resize(long.len() + MAX_HEADER_LINE, b'a');
+    long.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(Message::parse(&long).unwrap_err(), ParseError::HeaderTooLong);
     let r = Message::parse(b"SIP/2.0 200 OK\r\nCSeq: 1 OPTIONS\r\n\r\n").unwrap();
     assert_eq!(r.start, StartLine::Response { code: 200 });
 }

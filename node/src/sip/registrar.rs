@@ -269,14 +269,15 @@ pub fn order(command: &Command, bindings: &[Binding]) -> Order {
 }
 
 /// The Contact header values of a 200: every binding still live at
-/// `now_ms`, with its remaining expiry in whole seconds (rounded up, so a
-/// binding granted 600 s reads 600, never 0 while it lives).
+/// `now_ms`, with its remaining expiry in whole seconds, rounded to the
+/// nearest (a binding granted 600 s reads 600 whether the entry's time is a
+/// little before or after this node's clock) and never 0 while it lives.
 pub fn contact_values(bindings: &[Binding], now_ms: u64) -> Vec<String> {
     bindings
         .iter()
         .filter(|b| b.expires_at_ms > now_ms)
         .map(|b| {
-            let left = (b.expires_at_ms - now_ms).div_ceil(1000).max(1);
+            let left = ((b.expires_at_ms - now_ms + 500) / 1000).max(1);
             let mut v = format!("<{}>;expires={left}", b.contact);
             if b.q != 1000 {
                 let _ = write!(v, ";q=0.{:03}", b.q);

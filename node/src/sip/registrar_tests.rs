@@ -176,7 +176,7 @@ fn contact_list_rounds_expiry_up_and_skips_the_expired() {
         v,
         [
             "<sip:a@h>;expires=600;q=0.500",
-            "<sip:urn:uuid:1@h>;expires=2;+sip.instance=\"<urn:uuid:1>\""
+            "<sip:urn:uuid:1@h>;expires=1;+sip.instance=\"<urn:uuid:1>\""
         ]
     );
 }
