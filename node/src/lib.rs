@@ -195,15 +195,17 @@ pub async fn run_with_sip(
         });
     }
     tokio::spawn(leader::run(node.clone(), tasks_stopped.clone()));
+    if let Some(addr) = config.metrics {
+        metrics::install(addr, node.clone(), tasks_stopped.clone());
+    }
+    // After the metrics recorder is installed: the SIP counters are
+    // resolved once, at construction.
     if let Some(sockets) = sip {
         let server = Arc::new(sip::server::Server::new(node.clone()));
         let mut stop = tasks_stopped.clone();
         tokio::spawn(sip::transport::serve(server, sockets, config.sip.clone(), async move {
             let _ = stop.changed().await;
         }));
-    }
-    if let Some(addr) = config.metrics {
-        metrics::install(addr, node.clone(), tasks_stopped.clone());
     }
 
     macro_rules! svc {

@@ -41,7 +41,7 @@ pub fn install(addr: SocketAddr, node: Node, mut stop: watch::Receiver<bool>) {
                 .set(m.last_applied.map_or(0, |l| l.index) as f64);
             metrics::gauge!("switchboard_raft_is_leader", &labels)
                 .set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
-            let (regs, calls, gateways) = node.read(|s, _| {
+            let (regs, calls, gateways, by_node) = node.read(|s, _| {
                 let gateways: Vec<_> = s
                     .gateways
                     .iter()
@@ -50,10 +50,26 @@ pub fn install(addr: SocketAddr, node: Node, mut stop: watch::Receiver<bool>) {
                         (g.id.clone(), g.counters, up, s.calls.gateway_load(&g.id))
                     })
                     .collect();
-                (s.registrations.len(), s.calls.len(), gateways)
+                // Registrations per controlling node (seed 002: the node
+                // that took the registration controls it). One pass over
+                // the bindings a second; cheap next to a snapshot.
+                let mut by_node = std::collections::BTreeMap::<u64, u64>::new();
+                for n in s.nodes.iter() {
+                    by_node.insert(n.id, 0);
+                }
+                for (_, bindings) in s.registrations.iter() {
+                    for b in bindings {
+                        *by_node.entry(b.node).or_default() += 1;
+                    }
+                }
+                (s.registrations.len(), s.calls.len(), gateways, by_node)
             });
             metrics::gauge!("switchboard_registered_numbers", &labels).set(regs as f64);
             metrics::gauge!("switchboard_calls", &labels).set(calls as f64);
+            for (controller, count) in by_node {
+                let l = [("node", id.clone()), ("controller", controller.to_string())];
+                metrics::gauge!("switchboard_registrations_by_node", &l).set(count as f64);
+            }
             // Replicated counters: every node exports the same values.
             for (gw, counters, up, load) in gateways {
                 let l = [("node", id.clone()), ("gateway", gw)];

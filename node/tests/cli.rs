@@ -238,11 +238,12 @@ fn serve_rejects_a_bad_config_with_a_clear_message() {
 #[test]
 fn metrics_are_served_as_prometheus_text() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport, sport) = (free_port(), free_port(), free_port());
     let _node = Nodes(vec![Command::new(BIN)
         .args(["serve", "--id", "1", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--initial-cluster", &format!("1=127.0.0.1:{port}")])
         .args(["--metrics", &format!("127.0.0.1:{mport}")])
+        .args(["--sip", &format!("127.0.0.1:{sport}")])
         .arg("--data")
         .arg(dir.path().join("n1"))
         .env("RUST_LOG", "warn")
@@ -261,6 +262,21 @@ fn metrics_are_served_as_prometheus_text() {
         .status
         .success());
     assert!(ctl(&ep, &["gateway", "report", "gw1", "timeout"]).status.success());
+    assert!(ctl(&ep, &["register", "1000", "sip:1000@10.0.0.1"]).status.success());
+    // SIP: one OPTIONS answered 200, one datagram that is not SIP.
+    let sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = sip.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKm\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: m1\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    sip.send_to(b"\x00\x01 not sip", ("127.0.0.1", sport)).unwrap();
+    sip.send_to(options.as_bytes(), ("127.0.0.1", sport)).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = sip.recv(&mut buf).expect("an OPTIONS answer");
+    assert!(buf[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
     // A LOCAL read at a node that has just started may be refused for a
     // moment while it catches up with the leader.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -281,7 +297,11 @@ fn metrics_are_served_as_prometheus_text() {
         let body = scrape().unwrap_or_default();
         let ok = body.contains("switchboard_route_requests_total{node=\"1\",result=\"404\"} 1")
             && body.contains("switchboard_gateway_timeouts{node=\"1\",gateway=\"gw1\"} 1")
-            && body.contains("switchboard_raft_is_leader{node=\"1\"} 1");
+            && body.contains("switchboard_raft_is_leader{node=\"1\"} 1")
+            && body.contains("switchboard_sip_requests_total{node=\"1\",method=\"OPTIONS\"} 1")
+            && body.contains("switchboard_sip_responses_total{node=\"1\",code=\"200\"} 1")
+            && body.contains("switchboard_sip_parse_errors_total{node=\"1\"} 1")
+            && body.contains("switchboard_registrations_by_node{node=\"1\",controller=\"1\"} 1");
         if ok {
             break;
         }
