@@ -321,9 +321,23 @@ impl Node {
         tokio::time::timeout(timeout, wait).await.ok()
     }
 
-    /// Wait until a read at `consistency` may be served from the local state.
-    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
+    /// Whether a LOCAL read may be served now (the synchronous half of
+    /// [`Node::read_barrier`], for callers that cannot wait: the SIP
+    /// redirect server answers from local state in its receive loop).
+    pub fn local_read_ok(&self) -> Result<(), ApiError> {
         crate::fatal::refuse_if_stopped(&self.inner.raft)?;
+        self.joined()?;
+        if crate::failpoint::stale_linearizable_reads()
+            || self.inner.caught_up.load(Ordering::Acquire)
+        {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable("catching up with the cluster after start-up"))
+        }
+    }
+
+    /// Refuse reads at a node that has not joined a cluster.
+    fn joined(&self) -> Result<(), ApiError> {
         // A node that has not joined a cluster (empty data directory, waiting
         // to be added) has no state to speak of: it must not answer "not
         // registered" for numbers it simply has not heard of yet.
@@ -337,20 +351,24 @@ impl Node {
             .nodes()
             .next()
             .is_some();
-        if !joined {
-            return Err(ApiError::unavailable("this node has not joined a cluster yet"));
+        if joined {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable("this node has not joined a cluster yet"))
         }
+    }
+
+    /// Wait until a read at `consistency` may be served from the local state.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
+        if consistency == Consistency::Local {
+            return self.local_read_ok();
+        }
+        crate::fatal::refuse_if_stopped(&self.inner.raft)?;
+        self.joined()?;
         // The failpoint (tests only) makes every read a local one: the chaos
         // harness must then find stale reads.
         if crate::failpoint::stale_linearizable_reads() {
             return Ok(());
-        }
-        if consistency == Consistency::Local {
-            return if self.inner.caught_up.load(Ordering::Acquire) {
-                Ok(())
-            } else {
-                Err(ApiError::unavailable("catching up with the cluster after start-up"))
-            };
         }
         let deadline = Instant::now() + self.inner.config.write_timeout();
         let fut = async {

@@ -422,3 +422,29 @@ impl Edit for Vec<u8> {
         String::from_utf8(self).unwrap().replace("Max-Forwards: 70", "Max-Forwards: 0").into_bytes()
     }
 }
+
+/// A node that has not joined a cluster has no state to answer from: an
+/// INVITE gets 503 (never a 404 for a number it has simply not heard of).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_cluster_answers_invites_with_503() {
+    let mut cluster = Cluster::start_sip(3, |_| {}).await;
+    cluster.add_node_config(4).await;
+    let addr = switchboard_tests::free_sip_addr().await;
+    cluster.nodes.get_mut(&4).unwrap().config.sip.listen = Some(addr);
+    cluster.start_node(4).await;
+    let phone = Udp::new().await;
+    let inv = request("INVITE", "sip:2001@h", "sip:2001@h", "out-1", 1, ("UDP", phone.addr()), "");
+    let mut reply = None;
+    for _ in 0..50 {
+        phone.send(addr, &inv).await;
+        if let Some(r) = phone.recv(Duration::from_millis(200)).await {
+            reply = Some(r);
+            break;
+        }
+    }
+    let r = reply.expect("node 4 answers SIP");
+    assert_eq!(r.code(), 503, "{}", r.text);
+    assert!(r.header("Warning").unwrap().contains("not joined"), "{}", r.text);
+    cluster.stop_node(4).await;
+    cluster.shutdown().await;
+}

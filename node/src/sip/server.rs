@@ -59,7 +59,11 @@ pub struct Server {
     transactions: Transactions,
     metrics: SipMetrics,
     spread: AtomicU64,
+    pending: tokio::sync::Semaphore,
 }
+
+/// Most REGISTERs waiting for their write at once, per node.
+pub const MAX_PENDING_REGISTERS: usize = 4096;
 
 impl Server {
     /// Serve SIP for `node`, with its `[sip]` configuration.
@@ -80,6 +84,7 @@ impl Server {
             transactions: Transactions::default(),
             metrics,
             spread: AtomicU64::new(0),
+            pending: tokio::sync::Semaphore::new(MAX_PENDING_REGISTERS),
         }
     }
 
@@ -143,6 +148,12 @@ impl Server {
             Method::Ack => Now::Nothing,
             Method::Register => Now::Register,
             Method::Invite => {
+                // Local state is the answer: a node still catching up after
+                // start-up (or not yet in a cluster) would answer 404 for
+                // numbers it has not heard of yet.
+                if let Err(e) = self.node.local_read_ok() {
+                    return self.unavailable(&msg, &e.to_string(), source, out);
+                }
                 let ask = Ask {
                     node: self.node.id(),
                     now_ms: self.node.cluster_now(),
@@ -174,6 +185,23 @@ impl Server {
             ),
             Method::Unknown(_) => self.simple(&msg, 501, None, source, out),
         }
+    }
+
+    /// 503 with Retry-After.
+    fn unavailable(
+        &self,
+        msg: &Message<'_>,
+        why: &str,
+        source: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Now {
+        let tag = to_tag(msg);
+        let mut r = Reply::start(out, msg, 503, reason(503), source, &tag);
+        r.header("Retry-After", &self.node.config().sip.retry_after_s.to_string());
+        r.header("Warning", &warning(why));
+        r.finish();
+        self.metrics.response(503);
+        Now::Reply
     }
 
     /// A reply with only the standard headers, Allow on 405/501 and a
@@ -211,6 +239,17 @@ impl Server {
             Begin::New => {}
         }
         let mut out = Vec::with_capacity(512);
+        // A flood of REGISTERs must not queue without bound behind Raft:
+        // past MAX_PENDING_REGISTERS the answer is 503 at once (not
+        // remembered, so the client's retry is handled afresh).
+        let Ok(_permit) = self.pending.try_acquire() else {
+            self.transactions.finish(&key, None);
+            return match self.unavailable(&msg, "too many REGISTERs in progress", source, &mut out)
+            {
+                Now::Reply => Some(out),
+                Now::Nothing | Now::Register => None,
+            };
+        };
         let code = self.register_new(&msg, source, &mut out).await;
         self.metrics.response(code);
         self.transactions.finish(&key, Some(out.clone()));
