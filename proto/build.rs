@@ -19,5 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
+    // etcd's KV subset, client only: `switchboard bench --compare etcd`.
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_protos(&["proto/etcd/kv.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/etcd/kv.proto");
     Ok(())
 }

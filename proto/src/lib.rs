@@ -19,3 +19,9 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every Switchboard proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("switchboard_descriptor");
+
+/// A client for the part of etcd's v3 KV API (`Put`, `Range`) that the
+/// benchmark's side-by-side comparison uses; not part of Switchboard's API.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}

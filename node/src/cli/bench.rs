@@ -45,6 +45,15 @@ pub struct BenchArgs {
     /// gRPC port of node 1 (node i listens on base-port + i - 1).
     #[arg(long, default_value_t = 17_101)]
     pub base_port: u16,
+    /// Run the same client model against a local etcd cluster too
+    /// (`etcd`, from the Debian package etcd-server), alternating, and
+    /// print both with their ratio. Skipped with a message when etcd is
+    /// not installed.
+    #[arg(long, value_parser = ["etcd"])]
+    pub compare: Option<String>,
+    /// With --compare: measurements per figure (the median is printed).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
 }
 
 /// Latency samples (µs) and a count.
@@ -189,6 +198,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.nodes < 1 || args.seconds == 0 {
         bail!("--nodes and --seconds must be at least 1");
     }
+    if args.compare.is_some() {
+        return compare_etcd(args).await;
+    }
     let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
         .with_serve_args(&["--capacity", "0"])
         .with_env("RUST_LOG", "error");
@@ -269,5 +281,108 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     for id in 1..=cluster.addrs().len() {
         let _ = cluster.kill(id).await;
     }
+    Ok(())
+}
+
+/// `--compare etcd`: both clusters side by side (see [`super::compare`]).
+async fn compare_etcd(args: BenchArgs) -> anyhow::Result<()> {
+    use super::compare::{self, measure, row, Figures, Op};
+    if super::etcd::binary().is_none() {
+        println!("etcd is not installed (Debian package etcd-server): comparison skipped");
+        return Ok(());
+    }
+    let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
+        .with_serve_args(&["--capacity", "0"])
+        .with_env("RUST_LOG", "error");
+    let mut sb_pids = Vec::new();
+    for id in 1..=cluster.addrs().len() {
+        sb_pids.extend(cluster.spawn(id, true)?);
+    }
+    cluster.wait_leader(Duration::from_secs(30), false).await?;
+    let etcd = super::etcd::EtcdCluster::start(args.nodes, args.base_port + 200).await?;
+    let etcd_pids = etcd.pids();
+    println!(
+        "switchboard: {} nodes on {}; etcd: {} members (pids {:?}), both fsync on, same machine",
+        args.nodes,
+        cluster.addrs().join(","),
+        args.nodes,
+        etcd_pids
+    );
+    // Routes for the Route figure: the pre-populated numbers are registered.
+    DialPlanClient::new(cluster.channel(0))
+        .put_route(pb::PutRouteRequest {
+            route: Some(pb::DialRoute {
+                pattern: "6XXXXXXX".into(),
+                priority: 0,
+                group: String::new(),
+                strip: 0,
+                prefix: String::new(),
+            }),
+        })
+        .await?;
+    compare::populate(|c, n| compare::populate_switchboard(cluster.channel(c), n)).await?;
+    compare::populate(|c, n| compare::populate_etcd(etcd.channel(c), n)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let secs = args.seconds;
+    let median = |mut v: Vec<Figures>| {
+        let mid = v.len() / 2;
+        let pick = |f: fn(&Figures) -> f64, v: &mut Vec<Figures>| {
+            v.sort_by(|a, b| f(a).total_cmp(&f(b)));
+            f(&v[mid])
+        };
+        Figures {
+            rate: pick(|f| f.rate, &mut v),
+            p50_ms: pick(|f| f.p50_ms, &mut v),
+            p99_ms: pick(|f| f.p99_ms, &mut v),
+            cpu_us: pick(|f| f.cpu_us, &mut v),
+            errors: v.iter().map(|f| f.errors).sum(),
+        }
+    };
+    let mut loads: Vec<(String, Op, Option<Op>, usize)> = args
+        .clients
+        .iter()
+        .map(|&c| (format!("writes, {c} clients"), Op::Register, Some(Op::Put), c.max(1)))
+        .collect();
+    loads.push((
+        "LOCAL lookup / serializable, 64".into(),
+        Op::LookupLocal,
+        Some(Op::GetSerializable),
+        64,
+    ));
+    loads.push((
+        "LINEARIZABLE lookup / get, 64".into(),
+        Op::LookupLinearizable,
+        Some(Op::GetLinearizable),
+        64,
+    ));
+    loads.push(("Route LOCAL / serializable, 64".into(), Op::Route, Some(Op::GetSerializable), 64));
+    println!(
+        "\n{secs} s per measurement, median of {} (rate, latency, server CPU per op):",
+        args.repeat.max(1)
+    );
+    for (label, sb_op, etcd_op, clients) in loads {
+        let (mut sbs, mut es) = (Vec::new(), Vec::new());
+        for r in 0..args.repeat.max(1) {
+            // Alternate which side goes first.
+            let sb = |op| measure(op, clients, secs, |i| cluster.channel(i), &sb_pids);
+            let e = |op| measure(op, clients, secs, |i| etcd.channel(i), &etcd_pids);
+            if r % 2 == 0 {
+                sbs.push(sb(sb_op).await);
+                if let Some(op) = etcd_op {
+                    es.push(e(op).await);
+                }
+            } else {
+                if let Some(op) = etcd_op {
+                    es.push(e(op).await);
+                }
+                sbs.push(sb(sb_op).await);
+            }
+        }
+        let e = (!es.is_empty()).then(|| median(es));
+        row(&label, e.as_ref(), &median(sbs));
+    }
+    etcd.stop().await;
+    cluster.stop().await;
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! (an etcdctl-like client).
 
 pub mod bench;
+pub mod compare;
 pub mod ctl;
 pub mod dev;
+pub mod etcd;
 pub mod local;
 pub mod serve;
