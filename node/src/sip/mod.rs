@@ -28,3 +28,6 @@ pub mod response;
 pub mod scan;
 pub mod uri;
 pub mod via;
+
+#[cfg(test)]
+mod corpus_tests;
