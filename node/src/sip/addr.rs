@@ -45,9 +45,11 @@ impl<'a> NameAddr<'a> {
             return Ok(NameAddr { display: trim(&s[..lt]), uri, params });
         }
         // addr-spec: no display name, no spaces, header params after ';'.
+        // A URI with a '?' (or ',' or ';') must be in angle brackets
+        // (§20.10), else its headers would be taken for the element's.
         let semi = s.iter().position(|&b| b == b';').unwrap_or(s.len());
         let uri = trim(&s[..semi]);
-        if uri.is_empty() || uri.iter().any(|&b| scan::is_lws(b) || b == b'"') {
+        if uri.is_empty() || uri.iter().any(|&b| scan::is_lws(b) || b == b'"' || b == b'?') {
             return Err(AddrError);
         }
         let params = if semi < s.len() { &s[semi + 1..] } else { &[] };
@@ -136,6 +138,9 @@ mod tests {
         assert!(NameAddr::parse(b"<>").is_err());
         assert!(NameAddr::parse(b"<sip:a@b> junk").is_err());
         assert!(NameAddr::parse(b"a b").is_err());
+        // RFC 4475 regbadct: headers need the name-addr form.
+        assert!(NameAddr::parse(b"sip:u@example.com?Route=%3Csip:x%3E").is_err());
+        assert!(NameAddr::parse(b"<sip:u@example.com?Route=%3Csip:x%3E>").is_ok());
     }
 
     #[test]

@@ -466,6 +466,9 @@ fn start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
     }
     match c.strip_prefix("SIP/") {
         Some("2.0") => {}
+        // Trailing white space (RFC 4475 trws) is a malformed line, not
+        // another version: it must not earn a 505.
+        Some(v) if v.trim_end() == "2.0" => return Err(ParseError::StartLine),
         Some(_) => return Err(ParseError::Version),
         None => return Err(ParseError::StartLine),
     }

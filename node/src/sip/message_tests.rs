@@ -96,6 +96,10 @@ fn start_line_and_limits() {
     assert_eq!(Message::parse(b"SIP/2.0 99 x\r\n\r\n").unwrap_err(), ParseError::StartLine);
     assert_eq!(Message::parse(b"INVITE sip:x\r\n\r\n").unwrap_err(), ParseError::StartLine);
     assert_eq!(
+        Message::parse(b"OPTIONS sip:x SIP/2.0  \r\n\r\n").unwrap_err(),
+        ParseError::StartLine
+    );
+    assert_eq!(
         Message::parse(b"OPTIONS sip:x SIP/2.0\r\nVia: x\r\n").unwrap_err(),
         ParseError::Unterminated
     );

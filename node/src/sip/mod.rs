@@ -37,3 +37,6 @@ pub mod transactions;
 pub mod transport;
 pub mod uri;
 pub mod via;
+
+#[cfg(test)]
+mod corpus_tests;

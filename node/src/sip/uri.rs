@@ -61,20 +61,18 @@ impl<'a> Uri<'a> {
         {
             return Err(UriError::Malformed);
         }
-        let (rest, headers) = match rest.iter().position(|&b| b == b'?') {
-            Some(q) => (&rest[..q], Some(&rest[q + 1..])),
-            None => (rest, None),
-        };
         if scheme == Scheme::Tel {
+            let (rest, headers) = split_headers(rest);
             let (number, params) = split_at_byte(rest, b';');
             if number.is_empty() {
                 return Err(UriError::Malformed);
             }
             return Ok(Uri { scheme, user: Some(number), host: b"", port: None, params, headers });
         }
-        // The user part ends at the last '@' before the host; a ';' or '?'
-        // in the user part is allowed (RFC 3261 user-unreserved), so split
-        // on '@' first.
+        // The user part ends at the last '@'; a ';' or '?' in the user part
+        // is allowed (RFC 3261 user-unreserved), while neither parameters
+        // nor headers may hold a bare '@'. So split on '@' first and look
+        // for the headers' '?' only after it.
         let (user, hostport_params) = match rest.iter().rposition(|&b| b == b'@') {
             Some(at) => {
                 let userinfo = &rest[..at];
@@ -86,6 +84,7 @@ impl<'a> Uri<'a> {
             }
             None => (None, rest),
         };
+        let (hostport_params, headers) = split_headers(hostport_params);
         let (hostport, params) = split_at_byte(hostport_params, b';');
         let (host, port) = split_host_port(hostport)?;
         Ok(Uri { scheme, user, host, port, params, headers })
@@ -94,6 +93,14 @@ impl<'a> Uri<'a> {
     /// The URI parameter `name`.
     pub fn param(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
         scan::param(self.params, name)
+    }
+}
+
+/// `s` split at the `?` that starts the headers, if any.
+fn split_headers(s: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match s.iter().position(|&b| b == b'?') {
+        Some(q) => (&s[..q], Some(&s[q + 1..])),
+        None => (s, None),
     }
 }
 
@@ -150,6 +157,24 @@ mod tests {
         assert_eq!(u.param(b"transport"), Some(Some(&b"tcp"[..])));
         assert_eq!(u.param(b"lr"), Some(None));
         assert_eq!(u.headers, Some(&b"subject=hi"[..]));
+    }
+
+    #[test]
+    fn a_question_mark_in_the_user_part_is_not_the_headers() {
+        // RFC 4475 intmeth: '?' is user-unreserved.
+        let u = Uri::parse(b"sip:1_un.URI~(sure)&isn't+it$/crazy?,/;;*:&pw=1,x@example.com;lr?h=v")
+            .unwrap();
+        assert_eq!(u.user, Some(&b"1_un.URI~(sure)&isn't+it$/crazy?,/;;*"[..]));
+        assert_eq!(
+            (u.host, u.params, u.headers),
+            (&b"example.com"[..], &b"lr"[..], Some(&b"h=v"[..]))
+        );
+        let e = Uri::parse(b"sip:user@example.com?Route=%3Csip:example.com%3E").unwrap();
+        assert_eq!(
+            (e.host, e.headers),
+            (&b"example.com"[..], Some(&b"Route=%3Csip:example.com%3E"[..]))
+        );
+        assert_eq!(Uri::parse(b"tel:+1;a=b?c").unwrap().headers, Some(&b"c"[..]));
     }
 
     #[test]
