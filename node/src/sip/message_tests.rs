@@ -170,3 +170,72 @@ proptest! {
         let _ = Message::parse(&raw).map(|m| m.check());
     }
 }
+
+/// A typical INVITE of about 800 bytes: three Vias, two Contacts and an
+/// SDP offer.
+fn typical_invite() -> Vec<u8> {
+    let sdp = "v=0\r\no=alice 2890844526 2890844526 IN IP4 192.0.2.101\r\ns=-\r\n\
+c=IN IP4 192.0.2.101\r\nt=0 0\r\nm=audio 49172 RTP/AVP 0 8 101\r\n\
+a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=sendrecv\r\n";
+    format!(
+        "INVITE sip:+442071234567@sip.example.com;user=phone SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9;rport\r\n\
+Via: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKnashds8;received=192.0.2.2\r\n\
+Via: SIP/2.0/TCP [2001:db8::9]:5060;branch=z9hG4bK776asdhds\r\n\
+Max-Forwards: 68\r\n\
+From: \"Alice\" <sip:alice@example.com>;tag=9fxced76sl\r\n\
+To: <sip:+442071234567@sip.example.com;user=phone>\r\n\
+Call-ID: 3848276298220188511@atlanta.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@192.0.2.101:5060;transport=udp>;expires=3600, \"Desk\" <sip:alice@192.0.2.102>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .into_bytes()
+}
+
+/// How far [`cost`] goes: parse only, then the check, then the views.
+#[derive(Clone, Copy)]
+enum Stage {
+    Parse,
+    Check,
+    All,
+}
+
+/// ns per message for parse (+ check (+ CSeq + Contacts)) over `n` rounds.
+fn cost(raw: &[u8], n: u32, stage: Stage) -> f64 {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let m = Message::parse(std::hint::black_box(raw)).unwrap();
+        if matches!(stage, Stage::Check | Stage::All) {
+            m.check().unwrap();
+        }
+        if matches!(stage, Stage::All) {
+            std::hint::black_box(m.cseq().unwrap());
+            std::hint::black_box(contacts(m.elements(Name::Contact)).unwrap());
+        }
+        std::hint::black_box(&m);
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+/// The figure quoted for the parser's cost; run in release mode:
+/// `cargo test -p switchboard --lib --release sip::message::tests::parse_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "a timing, meaningful only in release mode"]
+fn parse_cost() {
+    let invite = typical_invite();
+    assert!((700..=900).contains(&invite.len()), "{} bytes", invite.len());
+    for (name, raw) in [("INVITE", &invite[..]), ("REGISTER", REGISTER)] {
+        cost(raw, 20_000, Stage::All); // warm up
+        println!(
+            "{name} ({} bytes): {:.0} ns/message (parse {:.0}, + check {:.0})",
+            raw.len(),
+            cost(raw, 200_000, Stage::All),
+            cost(raw, 200_000, Stage::Parse),
+            cost(raw, 200_000, Stage::Check),
+        );
+    }
+}
