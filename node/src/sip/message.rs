@@ -180,8 +180,11 @@ pub enum Name {
 
 impl Name {
     fn of(raw: &[u8]) -> Name {
-        if raw.len() == 1 {
-            return match raw[0].to_ascii_lowercase() {
+        // Dispatch on the length first: one comparison for most headers,
+        // not a scan of the whole table.
+        let is = |full: &[u8]| eq_ci(raw, full);
+        match raw.len() {
+            1 => match raw[0].to_ascii_lowercase() {
                 b'v' => Name::Via,
                 b'f' => Name::From,
                 b't' => Name::To,
@@ -190,25 +193,23 @@ impl Name {
                 b'k' => Name::Supported,
                 b'l' => Name::ContentLength,
                 _ => Name::Other,
-            };
+            },
+            2 if is(b"To") => Name::To,
+            3 if is(b"Via") => Name::Via,
+            4 if is(b"From") => Name::From,
+            4 if is(b"CSeq") => Name::CSeq,
+            4 if is(b"Path") => Name::Path,
+            7 if is(b"Call-ID") => Name::CallId,
+            7 if is(b"Contact") => Name::Contact,
+            7 if is(b"Expires") => Name::Expires,
+            7 if is(b"Require") => Name::Require,
+            9 if is(b"Supported") => Name::Supported,
+            10 if is(b"User-Agent") => Name::UserAgent,
+            12 if is(b"Max-Forwards") => Name::MaxForwards,
+            13 if is(b"Authorization") => Name::Authorization,
+            14 if is(b"Content-Length") => Name::ContentLength,
+            _ => Name::Other,
         }
-        const FULL: [(&[u8], Name); 14] = [
-            (b"Via", Name::Via),
-            (b"From", Name::From),
-            (b"To", Name::To),
-            (b"Call-ID", Name::CallId),
-            (b"CSeq", Name::CSeq),
-            (b"Max-Forwards", Name::MaxForwards),
-            (b"Contact", Name::Contact),
-            (b"Expires", Name::Expires),
-            (b"Authorization", Name::Authorization),
-            (b"Path", Name::Path),
-            (b"Supported", Name::Supported),
-            (b"Require", Name::Require),
-            (b"Content-Length", Name::ContentLength),
-            (b"User-Agent", Name::UserAgent),
-        ];
-        FULL.iter().find(|(n, _)| eq_ci(n, raw)).map_or(Name::Other, |(_, name)| *name)
     }
 
     /// The full header name, for error messages and replies.
@@ -300,7 +301,7 @@ impl<'a> Message<'a> {
             if value_end - pos > MAX_HEADER_LINE {
                 return Err(ParseError::HeaderTooLong);
             }
-            let colon = line.iter().position(|&b| b == b':').ok_or(ParseError::HeaderLine)?;
+            let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine)?;
             let raw_name = trim(&line[..colon]);
             if !scan::is_token(raw_name) {
                 return Err(ParseError::HeaderLine);
@@ -397,18 +398,38 @@ impl<'a> Message<'a> {
     /// complete, and a Request-URI without embedded headers.
     pub fn check(&self) -> Result<(), ParseError> {
         let StartLine::Request { method, uri } = self.start else { return Ok(()) };
-        for name in [Name::From, Name::To, Name::CallId, Name::CSeq] {
-            match self.all(name).count() {
+        // One pass over the headers: how many of each that must appear
+        // exactly once (From, To, Call-ID, CSeq), at least once (Via) or
+        // at most once (Max-Forwards, Content-Length, Expires).
+        let mut seen = [0u32; 8];
+        for h in &self.headers {
+            let slot = match h.name {
+                Name::From => 0,
+                Name::To => 1,
+                Name::CallId => 2,
+                Name::CSeq => 3,
+                Name::Via => 4,
+                Name::MaxForwards => 5,
+                Name::ContentLength => 6,
+                Name::Expires => 7,
+                _ => continue,
+            };
+            seen[slot] += 1;
+        }
+        const ONCE: [Name; 4] = [Name::From, Name::To, Name::CallId, Name::CSeq];
+        for (i, name) in ONCE.iter().enumerate() {
+            match seen[i] {
                 0 => return Err(ParseError::Missing(name.as_str())),
                 1 => {}
                 _ => return Err(ParseError::Duplicate(name.as_str())),
             }
         }
-        if self.first(Name::Via).is_none() {
+        if seen[4] == 0 {
             return Err(ParseError::Missing("Via"));
         }
-        for name in [Name::MaxForwards, Name::ContentLength, Name::Expires] {
-            if self.all(name).count() > 1 {
+        const AT_MOST_ONCE: [Name; 3] = [Name::MaxForwards, Name::ContentLength, Name::Expires];
+        for (i, name) in AT_MOST_ONCE.iter().enumerate() {
+            if seen[5 + i] > 1 {
                 return Err(ParseError::Duplicate(name.as_str()));
             }
         }
@@ -439,7 +460,7 @@ impl<'a> Message<'a> {
 /// §7.5 asks implementations to accept.
 fn line_at(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(pos..)?;
-    let lf = rest.iter().position(|&b| b == b'\n')?;
+    let lf = memchr::memchr(b'\n', rest)?;
     let line = if lf > 0 && rest[lf - 1] == b'\r' { &rest[..lf - 1] } else { &rest[..lf] };
     Some((line, pos + lf + 1))
 }
