@@ -395,6 +395,16 @@ async fn sipp_registers_and_is_redirected_over_udp_and_tcp() {
     let other = r#"value="sip:[field0]@[local_ip]:5071""#;
     let args = ["-inf", few];
     must_fail(&sipp_bin, d, "register_wrong", &reg, expected, other, &sip[0], &args).await;
+    // A wrong password is refused (a second 401): the call fails.
+    let bad = d.join("users_bad.csv");
+    std::fs::write(&bad, "SEQUENTIAL\n2000;[authentication username=2000 password=nope]\n")
+        .unwrap();
+    let args = ["-inf", bad.to_str().unwrap(), "-m", "1"];
+    let run = run_sipp(&sipp_bin, d, "register_bad_password", &reg, &sip[0], &args).await;
+    assert!(
+        run.code == Some(1) && run.failed == 1 && run.unexpected == 1,
+        "a wrong password must fail the call on an unexpected 401: {run:?}"
+    );
     eprintln!("registered in {:?}", started.elapsed());
 
     // INVITEs at node 3 for every number bound at node 1: 302 to that contact.
