@@ -4,7 +4,9 @@
 //! 127.0.0.1 ports P, P+1, ... with real sled data directories under
 //! `--data`, waits for a leader, loads an example dial plan, gateways and a
 //! few registrations, prints one `ready: leader=<id>` line, then endpoints
-//! and example commands. Ctrl-C (SIGINT) or SIGTERM stops every node with
+//! and example commands. Every node also serves SIP (UDP and TCP) on
+//! 127.0.0.1 from `--sip-base-port` (5061) up, and a demo SIP user
+//! ([`DEMO_USER`]) is put so that a softphone can register at once. Ctrl-C (SIGINT) or SIGTERM stops every node with
 //! SIGTERM and waits for them. A data directory from an earlier run is
 //! reused: the cluster comes back with its data.
 
@@ -17,6 +19,7 @@ use switchboard_proto::v1 as pb;
 use switchboard_proto::v1::dial_plan_client::DialPlanClient;
 use switchboard_proto::v1::gateways_client::GatewaysClient;
 use switchboard_proto::v1::registrar_client::RegistrarClient;
+use switchboard_proto::v1::users_client::UsersClient;
 use tonic::transport::Channel;
 
 use super::local::LocalCluster;
@@ -33,7 +36,20 @@ pub struct DevArgs {
     /// Directory holding each node's data directory and log file.
     #[arg(long, default_value = "switchboard-dev")]
     pub data: PathBuf,
+    /// SIP port (UDP and TCP) of node 1; node i serves SIP on
+    /// sip-base-port + i - 1. 0 = no SIP.
+    #[arg(long, default_value_t = 5061)]
+    pub sip_base_port: u16,
 }
+
+/// The demo SIP user (number, password) put when SIP is on. Only for
+/// trying a softphone out: the password is printed and not secret.
+pub const DEMO_USER: (&str, &str) = ("1001", "demo-1001");
+
+/// Node configuration when SIP is on: MD5 offered first, so that phones
+/// (and sipp) that read only the first challenge or know no SHA-256 can
+/// register; the others still pick SHA-256 from the second challenge.
+const SIP_CONFIG: &str = "[sip]\nalgorithms = [\"MD5\", \"SHA-256\"]\n";
 
 /// How long the cluster may take to elect a leader and take the example data.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +61,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     let mut cluster =
         LocalCluster::in_dir(args.nodes, args.base_port, args.data.clone())?.with_log_files();
+    let sip = args.sip_base_port != 0;
+    if sip {
+        cluster = cluster.with_sip(args.sip_base_port)?.with_config(SIP_CONFIG)?;
+    }
 
     // Stand-ins for the example gateways, so that the leader's OPTIONS
     // probes find them alive; gw-intl (5094) is left silent on purpose, so
@@ -69,7 +89,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let ready = tokio::select! {
-        r = tokio::time::timeout(READY_TIMEOUT, prepare(&cluster)) => r,
+        r = tokio::time::timeout(READY_TIMEOUT, prepare(&cluster, sip)) => r,
         _ = super::serve::shutdown_signal() => {
             cluster.stop().await;
             return Ok(());
@@ -100,6 +120,18 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("ready: leader={leader}");
     println!("endpoints: {ep}");
     println!("data: {}", args.data.display());
+    for (i, addr) in cluster.sip_addrs().iter().enumerate() {
+        println!("sip: node {} {addr} (UDP and TCP)", i + 1);
+    }
+    if sip {
+        let (user, password) = DEMO_USER;
+        println!(
+            "DEMO SIP user (for trying a softphone only; the password is not secret): \
+             user {user}, password {password}, realm {}, register at {}",
+            crate::config::DEFAULT_REALM,
+            cluster.sip_addrs()[0]
+        );
+    }
     println!("try:");
     for example in [
         "status".to_string(),
@@ -151,8 +183,9 @@ async fn gateway_standin(socket: tokio::net::UdpSocket) {
     }
 }
 
-/// Wait for a leader, then load the example data through the public API.
-async fn prepare(cluster: &LocalCluster) -> anyhow::Result<u64> {
+/// Wait for a leader, then load the example data through the public API
+/// (with `sip`, the demo SIP user too).
+async fn prepare(cluster: &LocalCluster, sip: bool) -> anyhow::Result<u64> {
     let leader = loop {
         if let Some(found) = cluster.leader().await {
             break found.id;
@@ -161,6 +194,9 @@ async fn prepare(cluster: &LocalCluster) -> anyhow::Result<u64> {
     };
     let index = usize::try_from(leader).unwrap_or(1).saturating_sub(1);
     load_examples(cluster.channel(index)).await?;
+    if sip {
+        put_demo_user(cluster.channel(index)).await?;
+    }
     Ok(leader)
 }
 
@@ -231,6 +267,28 @@ async fn load_examples(ch: Channel) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("registering {number}"))?;
     }
+    Ok(())
+}
+
+/// Put [`DEMO_USER`] (idempotent: the same credentials again).
+async fn put_demo_user(ch: Channel) -> anyhow::Result<()> {
+    use crate::sip::digest::{ha1, Algorithm};
+    let (user, password) = DEMO_USER;
+    let realm = crate::config::DEFAULT_REALM;
+    let req = pb::PutUserRequest {
+        user: user.into(),
+        realm: realm.into(),
+        ha1_md5: ha1(Algorithm::Md5, user, realm, password),
+        ha1_sha256: ha1(Algorithm::Sha256, user, realm, password),
+    };
+    let users = UsersClient::new(ch);
+    retry(|| {
+        let mut u = users.clone();
+        let req = req.clone();
+        async move { u.put_user(req).await }
+    })
+    .await
+    .with_context(|| format!("putting the demo SIP user {user}"))?;
     Ok(())
 }
 

@@ -11,7 +11,13 @@
 //! prints, stays in `dev.rs` and `bench.rs`.
 //!
 //! Node ids are 1-based (node i listens on base-port + i - 1); indices into
-//! [`LocalCluster::addrs`] and [`LocalCluster::channel`] are 0-based.
+//! [`LocalCluster::addrs`], [`LocalCluster::sip_addrs`] and
+//! [`LocalCluster::channel`] are 0-based.
+//!
+//! Optionally every node also serves SIP ([`LocalCluster::with_sip`]: node
+//! i on SIP base port + i - 1, UDP and TCP) and reads extra configuration
+//! ([`LocalCluster::with_config`]: TOML written to `<root>/serve.toml` and
+//! passed as `--config`).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -57,6 +63,11 @@ pub struct LocalCluster {
     serve_args: Vec<String>,
     /// Extra environment variables for every node.
     env: Vec<(String, String)>,
+    /// `127.0.0.1:<port>` of every node's SIP front end, node 1 first;
+    /// empty when the nodes serve no SIP.
+    sip_addrs: Vec<String>,
+    /// The `--config` file of every node, if any.
+    config: Option<PathBuf>,
     /// The child of node i at index i - 1; `None` for a node not running.
     /// Behind a mutex so that [`LocalCluster::first_exit`] can run next to
     /// RPCs that borrow the cluster too; never locked across an await.
@@ -97,6 +108,8 @@ impl LocalCluster {
             log_files: false,
             serve_args: Vec::new(),
             env: Vec::new(),
+            sip_addrs: Vec::new(),
+            config: None,
             children,
         })
     }
@@ -120,9 +133,35 @@ impl LocalCluster {
         self
     }
 
+    /// Serve SIP (UDP and TCP) on every node: node i on `127.0.0.1` port
+    /// `base_port + i - 1`. Refuses a base port that leaves no room for
+    /// every node.
+    pub fn with_sip(mut self, base_port: u16) -> anyhow::Result<LocalCluster> {
+        let nodes = u16::try_from(self.addrs.len()).unwrap_or(u16::MAX);
+        self.sip_addrs =
+            addresses(nodes, base_port).with_context(|| format!("SIP base port {base_port}"))?;
+        Ok(self)
+    }
+
+    /// Give every node this TOML configuration (see `serve --config`):
+    /// written to `<root>/serve.toml`, replacing an earlier one. Flags
+    /// (`--id`, `--listen`, `--sip`, ...) still override it.
+    pub fn with_config(mut self, toml: &str) -> anyhow::Result<LocalCluster> {
+        let path = self.root.join("serve.toml");
+        std::fs::write(&path, toml).with_context(|| format!("cannot write {}", path.display()))?;
+        self.config = Some(path);
+        Ok(self)
+    }
+
     /// `127.0.0.1:<port>` of every node, node 1 first.
     pub fn addrs(&self) -> &[String] {
         &self.addrs
+    }
+
+    /// `127.0.0.1:<port>` of every node's SIP front end, node 1 first;
+    /// empty unless [`LocalCluster::with_sip`] was called.
+    pub fn sip_addrs(&self) -> &[String] {
+        &self.sip_addrs
     }
 
     /// The directory holding the nodes' data directories and logs.
@@ -164,6 +203,12 @@ impl LocalCluster {
         cmd.args(["serve", "--id", &id.to_string(), "--listen", addr]);
         if bootstrap {
             cmd.args(["--initial-cluster", &self.initial_cluster()]);
+        }
+        if let Some(sip) = self.sip_addrs.get(id - 1) {
+            cmd.args(["--sip", sip]);
+        }
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
         }
         cmd.arg("--data").arg(self.data_dir(id)).args(&self.serve_args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
