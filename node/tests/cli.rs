@@ -322,8 +322,21 @@ fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
         .map(|_| free_port())
         .find(|&p| p < 60_000 && (1..3).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()))
         .expect("three free consecutive ports");
+    // And three for SIP, free for UDP and TCP alike.
+    let sip_base = (0..50)
+        .map(|_| free_port())
+        .find(|&p| {
+            p < 60_000
+                && (0..3).all(|i| {
+                    std::net::UdpSocket::bind(("127.0.0.1", p + i)).is_ok()
+                        && (i == 0 || TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+                })
+                && (p..p + 3).all(|q| q < base || q > base + 2)
+        })
+        .expect("three free consecutive SIP ports");
     let mut dev = Command::new(BIN)
         .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
+        .args(["--sip-base-port", &sip_base.to_string()])
         .arg("--data")
         .arg(dir.path().join("dev"))
         .stdin(Stdio::null())
@@ -354,6 +367,21 @@ fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
     assert_eq!(ready.len(), 1, "exactly one ready line: {lines:?}");
     let leader: u64 = ready[0]["ready: leader=".len()..].trim().parse().expect("leader id");
     assert!((1..=3).contains(&leader));
+    // Every node serves SIP: node 3 answers an OPTIONS.
+    let sip_lines = lines.iter().filter(|l| l.starts_with("sip: node ")).count();
+    assert_eq!(sip_lines, 3, "{lines:?}");
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    phone.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = phone.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdev\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: dev1\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    phone.send_to(options.as_bytes(), ("127.0.0.1", sip_base + 2)).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = phone.recv(&mut buf).expect("dev node 3 answers SIP OPTIONS");
+    assert!(buf[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
     let ep = format!("127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}", base + 1, base + 2);
     let r = json(&ctl(&ep, &["--json", "lookup", "1000", "--linearizable"]));
     assert_eq!(r["bindings"][0]["contact"], "sip:1000@127.0.0.1:5080");
