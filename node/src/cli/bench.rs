@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// With --compare: measurements per figure (the median is printed).
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Measure the SIP redirect server instead (INVITE -> 302 at one node:
+    /// closed-loop clients, then sipp at fixed rates when installed).
+    #[arg(long, conflicts_with = "compare")]
+    pub sip: bool,
 }
 
 /// Latency samples (µs) and a count.
@@ -200,6 +204,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.compare.is_some() {
         return compare_etcd(args).await;
+    }
+    if args.sip {
+        return super::sipbench::run(&args).await;
     }
     let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
         .with_serve_args(&["--capacity", "0"])

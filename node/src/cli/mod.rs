@@ -8,3 +8,4 @@ pub mod dev;
 pub mod etcd;
 pub mod local;
 pub mod serve;
+pub mod sipbench;
