@@ -770,4 +770,37 @@ mod tests {
         assert!(matches!(err, EngineError::MissingMarker { .. }), "{err}");
         assert!(err.to_string().contains(&dir.path().display().to_string()));
     }
+
+    /// What one durable append costs, and how its tail looks: 3 000 appends
+    /// of one ~300-byte entry, each `apply_batch` + `sync`, like the Raft
+    /// log's `append` with one client. Prints percentiles; a figure, not a
+    /// pass/fail (run with `--ignored --nocapture`, in release mode).
+    #[test]
+    #[ignore = "a timing"]
+    fn append_sync_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SledEngine::open(dir.path()).unwrap();
+        let mut lat = Vec::new();
+        let started = Instant::now();
+        for n in 0..3_000u64 {
+            let mut batch = WriteBatch::new();
+            batch.insert(key(n), vec![7u8; 300]);
+            let t = Instant::now();
+            engine.apply_batch(Tree::Log, batch).unwrap();
+            engine.sync().unwrap();
+            lat.push(t.elapsed().as_micros() as u64);
+        }
+        let total = started.elapsed();
+        lat.sort_unstable();
+        let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+        println!(
+            "append+sync: {:.0}/s p50 {} us p90 {} us p99 {} us p99.9 {} us max {} us",
+            lat.len() as f64 / total.as_secs_f64(),
+            p(0.5),
+            p(0.9),
+            p(0.99),
+            p(0.999),
+            lat[lat.len() - 1]
+        );
+    }
 }

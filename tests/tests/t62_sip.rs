@@ -448,3 +448,116 @@ async fn a_node_outside_the_cluster_answers_invites_with_503() {
     cluster.stop_node(4).await;
     cluster.shutdown().await;
 }
+
+/// TCP limits: past `tcp_max_connections` a connection is closed at once;
+/// a connection silent for `tcp_idle_timeout_s` is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connection_limit_and_idle_timeout() {
+    let cluster = Cluster::start_sip(3, |c| {
+        c.sip.tcp_max_connections = 2;
+        c.sip.tcp_idle_timeout_s = 1;
+    })
+    .await;
+    let node = cluster.sip_addr(1);
+    let mut a = Tcp::connect(node).await;
+    let mut b = Tcp::connect(node).await;
+    // Both are served.
+    for (i, c) in [&mut a, &mut b].into_iter().enumerate() {
+        let ping = request(
+            "OPTIONS",
+            "sip:127.0.0.1",
+            "sip:127.0.0.1",
+            &format!("lim-{i}"),
+            1,
+            ("TCP", c.addr()),
+            "",
+        );
+        c.send(&ping).await;
+        assert_eq!(c.recv(Duration::from_secs(5)).await.expect("served").code(), 200);
+    }
+    // A third is closed without an answer.
+    let mut third = Tcp::connect(node).await;
+    assert!(third.closed(Duration::from_secs(2)).await, "the third connection was kept");
+    // Silent for over a second: closed; then a new connection is accepted.
+    assert!(a.closed(Duration::from_secs(3)).await, "an idle connection was kept open");
+    assert!(b.closed(Duration::from_secs(3)).await);
+    let mut c = Tcp::connect(node).await;
+    let ping =
+        request("OPTIONS", "sip:127.0.0.1", "sip:127.0.0.1", "lim-after", 1, ("TCP", c.addr()), "");
+    c.send(&ping).await;
+    assert_eq!(
+        c.recv(Duration::from_secs(5)).await.expect("served after the others closed").code(),
+        200
+    );
+    cluster.shutdown().await;
+}
+
+/// A nonce older than `nonce_ttl_s`, answered with the right password, gets
+/// a 401 with `stale=true` (so the phone retries without asking its user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_nonce_is_stale() {
+    let cluster = Cluster::start_sip(3, |c| {
+        c.sip.nonce_ttl_s = 1;
+        c.sip.algorithms = vec!["MD5".into()];
+    })
+    .await;
+    let realm = "switchboard";
+    cluster
+        .users(1)
+        .await
+        .put_user(pb::PutUserRequest {
+            user: "3005".into(),
+            realm: realm.into(),
+            ha1_md5: ha1(Algorithm::Md5, "3005", realm, "pw"),
+            ha1_sha256: ha1(Algorithm::Sha256, "3005", realm, "pw"),
+        })
+        .await
+        .unwrap();
+    let phone = Udp::new().await;
+    let via = ("UDP", phone.addr());
+    let contact = "Contact: <sip:3005@10.0.0.8>\r\n";
+    let mut offer = None;
+    for cseq in 1..100 {
+        let r = phone
+            .ask(
+                cluster.sip_addr(1),
+                &request(
+                    "REGISTER",
+                    "sip:127.0.0.1",
+                    "sip:3005@127.0.0.1",
+                    "st-0",
+                    cseq,
+                    via,
+                    contact,
+                ),
+            )
+            .await;
+        if r.code() == 401 {
+            offer = r.header("WWW-Authenticate");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let offer = offer.expect("a challenge");
+    assert!(!offer.contains("stale"), "{offer}");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let mut prompt = digest_auth::parse(&offer).unwrap();
+    let ctx = digest_auth::AuthContext::new_with_method(
+        "3005",
+        "pw",
+        "sip:127.0.0.1",
+        None::<&[u8]>,
+        digest_auth::HttpMethod("REGISTER".into()),
+    );
+    let extra =
+        format!("Authorization: {}\r\n{contact}", prompt.respond(&ctx).unwrap().to_header_string());
+    let r = phone
+        .ask(
+            cluster.sip_addr(2),
+            &request("REGISTER", "sip:127.0.0.1", "sip:3005@127.0.0.1", "st-1", 1, via, &extra),
+        )
+        .await;
+    assert_eq!(r.code(), 401, "{}", r.text);
+    assert!(r.header("WWW-Authenticate").unwrap().contains("stale=true"), "{}", r.text);
+    cluster.shutdown().await;
+}
