@@ -58,6 +58,11 @@ pub struct BenchArgs {
     /// closed-loop clients, then sipp at fixed rates when installed).
     #[arg(long, conflicts_with = "compare")]
     pub sip: bool,
+    /// Diagnose write stalls instead: one client writes at the leader for
+    /// --seconds and every write slower than this many ms is listed with
+    /// its time, so that periodic stalls show their period.
+    #[arg(long, conflicts_with_all = ["compare", "sip"])]
+    pub stalls: Option<u64>,
 }
 
 /// Latency samples (µs) and a count.
@@ -207,6 +212,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.sip {
         return super::sipbench::run(&args).await;
+    }
+    if let Some(threshold_ms) = args.stalls {
+        return stalls(&args, threshold_ms).await;
     }
     let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
         .with_serve_args(&["--capacity", "0"])
@@ -390,6 +398,50 @@ async fn compare_etcd(args: BenchArgs) -> anyhow::Result<()> {
         row(&label, e.as_ref(), &median(sbs));
     }
     etcd.stop().await;
+    cluster.stop().await;
+    Ok(())
+}
+
+/// `--stalls MS`: one client at the leader; list the slow writes.
+async fn stalls(args: &BenchArgs, threshold_ms: u64) -> anyhow::Result<()> {
+    let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
+        .with_serve_args(&["--capacity", "0"])
+        .with_env("RUST_LOG", "error");
+    for id in 1..=cluster.addrs().len() {
+        cluster.spawn(id, true)?;
+    }
+    let leader = cluster.wait_leader(Duration::from_secs(30), true).await? as usize;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut client = RegistrarClient::new(cluster.channel(leader - 1));
+    let start = Instant::now();
+    let until = start + Duration::from_secs(args.seconds);
+    let (mut lat, mut slow) = (Samples::default(), Vec::new());
+    let mut n = 9_000_000_000u64;
+    while Instant::now() < until {
+        n += 1;
+        let t = Instant::now();
+        if client.register(register(n)).await.is_ok() {
+            let us = t.elapsed().as_micros() as u64;
+            lat.0.push(us);
+            if us >= threshold_ms * 1000 {
+                slow.push((t.duration_since(start).as_secs_f64() * 1000.0, us as f64 / 1000.0));
+            }
+        }
+    }
+    println!(
+        "one client at the leader (node {leader}), {} s: {} writes, p50 {:.2} ms, p99 {:.2} ms; {} at or over {threshold_ms} ms:",
+        args.seconds,
+        lat.0.len(),
+        lat.pct(0.5),
+        lat.pct(0.99),
+        slow.len()
+    );
+    let mut last = None;
+    for (at, ms) in &slow {
+        let gap = last.map(|l: f64| format!("  (+{:.0} ms)", at - l)).unwrap_or_default();
+        println!("  at {at:>9.1} ms  took {ms:>7.2} ms{gap}");
+        last = Some(*at);
+    }
     cluster.stop().await;
     Ok(())
 }
