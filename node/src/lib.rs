@@ -237,7 +237,7 @@ pub async fn run_with_sip(
         .add_service(svc!(EventsServer, grpc::events::EventsService::new(node.clone(), feed)))
         .add_service(health)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(incoming(listener), shutdown);
     let (served, raft_stopped) =
         fatal::serve_until_raft_stops(server, stop_server, &raft, &health_reporter).await;
     let _ = stop_tasks.send(true);
@@ -308,5 +308,40 @@ async fn register_self(node: Node, mut stop: tokio::sync::watch::Receiver<bool>)
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// The connections the gRPC server serves, as accepted from `listener`,
+/// with `TCP_NODELAY` set. tonic's `Server::tcp_nodelay` applies only to
+/// listeners tonic binds itself, not to an incoming stream we hand it; left
+/// alone, the server's replies (to clients, and a follower's answers to the
+/// leader's AppendEntries) sat in Nagle's buffer until the peer's delayed
+/// ACK, up to 40 ms: the single-client write stalls of issue 10.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
+#[cfg(test)]
+mod incoming_tests {
+    use tokio_stream::StreamExt;
+
+    /// Replies (to clients, and followers' AppendEntries answers to the
+    /// leader) are small writes that must not wait for Nagle's algorithm to
+    /// meet the peer's delayed ACK (up to 40 ms on Linux).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut conns = Box::pin(super::incoming(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = conns.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap(), "an accepted connection has Nagle's algorithm on");
     }
 }
