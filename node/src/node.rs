@@ -58,6 +58,20 @@ struct Inner {
     /// Set once this node has caught up with the cluster's commit index
     /// after start-up; LOCAL reads wait for it (see [`Node::catch_up`]).
     caught_up: AtomicBool,
+    /// Read-index requests waiting for the next leadership round.
+    reads: std::sync::Mutex<ReadRounds>,
+}
+
+/// Read-index requests are coalesced: one leadership confirmation (a
+/// heartbeat round to a quorum) answers every request that arrived before
+/// the round started, instead of one round per read.
+#[derive(Default)]
+struct ReadRounds {
+    /// Whether a driver task is running rounds.
+    running: bool,
+    /// Requests that arrived since the current round started; the next
+    /// round answers them.
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<u64, ApiError>>>,
 }
 
 /// Most attempts of one write (each after a "not the leader" answer).
@@ -92,6 +106,7 @@ impl Node {
                 clock,
                 stepping_down: AtomicBool::new(false),
                 caught_up: AtomicBool::new(false),
+                reads: std::sync::Mutex::default(),
             }),
         }
     }
@@ -455,7 +470,62 @@ impl Node {
     /// docs/chaos.md). Every committed entry is in the leader's log, and
     /// this leader can commit the entries of its own term, so waiting for
     /// its last entry is safe; it costs at most the entries in flight.
+    ///
+    /// Requests are coalesced (see [`ReadRounds`]): a request joins the
+    /// next round to *start*, never one already in flight, so the round
+    /// that answers it confirmed leadership after it arrived, which is
+    /// what makes the read linearizable.
     pub async fn read_index_here(&self) -> Result<u64, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start_driver = {
+            let mut r = self.inner.reads.lock().unwrap_or_else(|p| p.into_inner());
+            r.waiting.push(tx);
+            !std::mem::replace(&mut r.running, true)
+        };
+        if start_driver {
+            let node = self.clone();
+            tokio::spawn(async move { node.read_rounds().await });
+        }
+        rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("read-index round abandoned")))
+    }
+
+    /// Run rounds while requests wait; each round answers the requests
+    /// that were waiting when it started.
+    async fn read_rounds(&self) {
+        // If this task ends in any other way than by finding no request
+        // (a panic, the runtime shutting down), the next request must start
+        // a new driver instead of waiting for this one forever.
+        struct Stopped<'a>(&'a Node, bool);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let mut r = self.0.inner.reads.lock().unwrap_or_else(|p| p.into_inner());
+                    r.running = false;
+                }
+            }
+        }
+        let mut stopped = Stopped(self, true);
+        loop {
+            let batch = {
+                let mut r = self.inner.reads.lock().unwrap_or_else(|p| p.into_inner());
+                if r.waiting.is_empty() {
+                    // Under the lock: a request that comes after this sees
+                    // `running == false` and starts a new driver.
+                    r.running = false;
+                    stopped.1 = false;
+                    return;
+                }
+                std::mem::take(&mut r.waiting)
+            };
+            let result = self.read_index_round().await;
+            for tx in batch {
+                let _ = tx.send(result.clone());
+            }
+        }
+    }
+
+    /// One leadership confirmation: the read index, or why there is none.
+    async fn read_index_round(&self) -> Result<u64, ApiError> {
         match self.inner.raft.get_read_log_id().await {
             Ok((read, _applied)) => {
                 let last = self.inner.raft.metrics().borrow().last_log_index.unwrap_or(0);
