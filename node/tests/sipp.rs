@@ -186,6 +186,45 @@ async fn users(leader: &str) {
     }
 }
 
+/// Wait until the node at SIP address `addr` challenges an unauthenticated
+/// REGISTER with 401. A brand-new cluster answers 503 (Retry-After) until
+/// its first leader has committed the nonce secret and this node has
+/// applied it; holding the users is not enough, since the secret may
+/// commit after them. Sent by hand over UDP so sipp's own runs stay clean.
+fn wait_challenge(addr: &str) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let local = socket.local_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::from("no answer");
+    for attempt in 0u32.. {
+        let request = format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-ready-{attempt}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{n}@127.0.0.1>;tag=ready\r\n\
+             To: <sip:{n}@127.0.0.1>\r\n\
+             Call-ID: ready-{attempt}@127.0.0.1\r\n\
+             CSeq: 1 REGISTER\r\n\
+             Content-Length: 0\r\n\r\n",
+            n = USERS.start,
+        );
+        socket.send_to(request.as_bytes(), addr).expect("send");
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = socket.recv(&mut buf) {
+            last = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if last.starts_with("SIP/2.0 401 ") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never challenged a REGISTER; last answer:\n{last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The users as node `addr` sees them after catching up with the leader.
 async fn user_count(addr: &str) -> usize {
     let req = pb::ListUsersRequest { consistency: pb::Consistency::Linearizable as i32 };
@@ -363,6 +402,9 @@ async fn sipp_registers_and_is_redirected_over_udp_and_tcp() {
     users(&leader).await;
     // Node 1 verifies the digests: it must hold every user first.
     assert_eq!(user_count(&grpc[0]).await, USERS.len());
+    for addr in &sip {
+        wait_challenge(addr);
+    }
     eprintln!("cluster ready with {} users in {:?}", USERS.len(), started.elapsed());
 
     let scenario = |f: &str| Path::new(SCENARIOS).join(f);
