@@ -20,6 +20,7 @@
 //! later could land a timed-out Register after the same client's later
 //! Unregister.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,29 @@ pub struct Written {
 }
 
 type Reply = oneshot::Sender<Result<Written, ApiError>>;
+
+/// openraft's answer to a proposal that did not commit.
+type ProposeError = RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>;
+
+/// What the batcher needs from Raft: propose one entry and wait for its
+/// index and outcome. A seam of our own so the unit tests below can hold,
+/// lose and count proposals, which a real Raft does not let a test do on cue.
+trait Propose: Clone + Send + Sync + 'static {
+    fn propose(
+        &self,
+        proposal: Proposal,
+    ) -> impl Future<Output = Result<(u64, Outcome), ProposeError>> + Send;
+}
+
+impl Propose for Raft {
+    fn propose(
+        &self,
+        proposal: Proposal,
+    ) -> impl Future<Output = Result<(u64, Outcome), ProposeError>> + Send {
+        let raft = self.clone();
+        async move { raft.client_write(proposal).await.map(|r| (r.log_id.index, r.data)) }
+    }
+}
 
 /// Handle to the batching task.
 #[derive(Clone)]
@@ -69,6 +93,10 @@ pub struct BatchConfig {
 impl Batcher {
     /// Start the batching task for `raft`; it ends when every handle is dropped.
     pub fn spawn(raft: Raft, config: BatchConfig) -> Batcher {
+        Self::spawn_on(raft, config)
+    }
+
+    fn spawn_on<P: Propose>(raft: P, config: BatchConfig) -> Batcher {
         let (tx, rx) = mpsc::channel(config.max_batch * config.max_inflight * 2);
         tokio::spawn(run(raft, rx, config));
         Batcher { tx }
@@ -86,7 +114,7 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>, config: BatchConfig) {
+async fn run<P: Propose>(raft: P, mut rx: mpsc::Receiver<(Command, Reply)>, config: BatchConfig) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_inflight));
     while let Some(first) = rx.recv().await {
@@ -116,7 +144,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>, config: Batch
 }
 
 /// Propose one entry for `batch` and hand each writer its own outcome.
-async fn commit(raft: &Raft, config: &BatchConfig, batch: Vec<(Command, Reply)>) {
+async fn commit<P: Propose>(raft: &P, config: &BatchConfig, batch: Vec<(Command, Reply)>) {
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
     let single = commands.len() == 1;
     let command = if single {
@@ -126,11 +154,10 @@ async fn commit(raft: &Raft, config: &BatchConfig, batch: Vec<(Command, Reply)>)
     };
     let n = replies.len();
     let proposal = Proposal { at_ms: (config.stamp)(), command };
-    let written = tokio::time::timeout(config.timeout, raft.client_write(proposal)).await;
+    let written = tokio::time::timeout(config.timeout, raft.propose(proposal)).await;
     match written {
-        Ok(Ok(resp)) => {
-            let index = resp.log_id.index;
-            let outcomes = match resp.data {
+        Ok(Ok((index, data))) => {
+            let outcomes = match data {
                 Outcome::Batch(outs) if !single => outs,
                 other => vec![other],
             };
@@ -168,9 +195,7 @@ fn fail_all(replies: Vec<Reply>, e: ApiError) {
 /// appended (this node is not the leader) or when it was truncated by a new
 /// leader (so it can never commit): either way nothing was applied, which is
 /// what `Unavailable` promises, and the write may be retried at the leader.
-pub fn write_error(
-    e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>,
-) -> ApiError {
+pub fn write_error(e: ProposeError) -> ApiError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ApiError::Unavailable {
             message: "not the leader".into(),
@@ -182,5 +207,150 @@ pub fn write_error(
         // The write may or may not have been committed: not "Unavailable",
         // which promises that nothing was applied.
         RaftError::Fatal(f) => ApiError::Internal(format!("raft stopped: {f}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A Raft stand-in that records every proposal and answers each one
+    /// only when the test says so (or never).
+    #[derive(Clone, Default)]
+    struct Held {
+        proposed: Arc<Mutex<Vec<Command>>>,
+        /// One sender per proposal, in order: send `true` to commit it.
+        gates: Arc<Mutex<Vec<oneshot::Sender<bool>>>>,
+    }
+
+    impl Held {
+        fn proposed(&self) -> Vec<Command> {
+            self.proposed.lock().unwrap().clone()
+        }
+
+        /// Commit the `i`-th proposal.
+        fn release(&self, i: usize) {
+            let _ = self.take(i).send(true);
+        }
+
+        /// Never answer the `i`-th proposal.
+        fn lose(&self, i: usize) {
+            drop(self.take(i));
+        }
+
+        fn take(&self, i: usize) -> oneshot::Sender<bool> {
+            let mut gates = self.gates.lock().unwrap();
+            std::mem::replace(&mut gates[i], oneshot::channel().0)
+        }
+    }
+
+    impl Propose for Held {
+        fn propose(
+            &self,
+            proposal: Proposal,
+        ) -> impl Future<Output = Result<(u64, Outcome), ProposeError>> + Send {
+            let (tx, rx) = oneshot::channel();
+            let index = {
+                let mut proposed = self.proposed.lock().unwrap();
+                proposed.push(proposal.command.clone());
+                self.gates.lock().unwrap().push(tx);
+                proposed.len() as u64
+            };
+            let outcome = match proposal.command {
+                Command::Batch(cs) => Outcome::Batch(cs.iter().map(|_| Outcome::Nothing).collect()),
+                _ => Outcome::Nothing,
+            };
+            async move {
+                // A dropped gate (never released) models an entry openraft
+                // never answers, as when a snapshot install purges it.
+                match rx.await {
+                    Ok(true) => Ok((index, outcome)),
+                    _ => std::future::pending().await,
+                }
+            }
+        }
+    }
+
+    fn command(number: &str) -> Command {
+        Command::Unregister { number: number.into(), device_id: None, generation: None }
+    }
+
+    fn config(timeout_ms: u64) -> BatchConfig {
+        BatchConfig {
+            id: 1,
+            max_batch: 16,
+            max_inflight: 1,
+            timeout: Duration::from_millis(timeout_ms),
+            stamp: Arc::new(|| 0),
+        }
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// Issue 8 item 3: a write whose caller gave up while it waited for an
+    /// in-flight slot must never be proposed (else a timed-out Register
+    /// could land after the same client's later Unregister).
+    #[tokio::test]
+    async fn a_write_whose_caller_left_while_queued_is_never_proposed() {
+        let raft = Held::default();
+        let batcher = Batcher::spawn_on(raft.clone(), config(60_000));
+        let first = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.submit(command("A")).await }
+        });
+        until("the first proposal", || raft.proposed().len() == 1).await;
+        // The only slot is taken: B queues, and its caller leaves.
+        let gone = tokio::time::timeout(Duration::from_millis(50), batcher.submit(command("B")));
+        assert!(gone.await.is_err(), "B cannot have been answered: the slot is held");
+        let third = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.submit(command("C")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        raft.release(0);
+        assert_eq!(first.await.unwrap().unwrap().index, 1);
+        until("the second proposal", || raft.proposed().len() == 2).await;
+        raft.release(1);
+        let c = third.await.unwrap().unwrap();
+        assert_eq!(c.index, 2);
+        assert_eq!(raft.proposed(), vec![command("A"), command("C")], "B must not be proposed");
+    }
+
+    /// Issue 8 item 3: an entry that is never answered (a snapshot install
+    /// purged it) times out, tells its writer so, and frees its slot.
+    #[tokio::test]
+    async fn an_unanswered_proposal_times_out_and_frees_its_slot() {
+        let raft = Held::default();
+        let batcher = Batcher::spawn_on(raft.clone(), config(100));
+        let lost = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.submit(command("lost")).await }
+        });
+        until("the first proposal", || raft.proposed().len() == 1).await;
+        raft.lose(0);
+        let err = tokio::time::timeout(Duration::from_secs(5), lost)
+            .await
+            .expect("the writer is told within the write timeout")
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, ApiError::DeadlineExceeded(_)), "{err:?}");
+        let next = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.submit(command("next")).await }
+        });
+        until("the next proposal", || raft.proposed().len() == 2).await;
+        raft.release(1);
+        let w = tokio::time::timeout(Duration::from_secs(5), next).await;
+        assert_eq!(w.expect("slot freed").unwrap().unwrap().index, 2);
     }
 }
