@@ -78,6 +78,8 @@ pub struct Config {
     pub gateways: Gateways,
     /// How the leader detects dead members.
     pub liveness: Liveness,
+    /// Time limits on the data directory.
+    pub storage: Storage,
 }
 
 impl Default for Config {
@@ -97,6 +99,7 @@ impl Default for Config {
             calls: Calls::default(),
             gateways: Gateways::default(),
             liveness: Liveness::default(),
+            storage: Storage::default(),
         }
     }
 }
@@ -166,6 +169,28 @@ pub struct Writes {
 impl Default for Writes {
     fn default() -> Self {
         Writes { max_batch: 512, max_inflight: 4, timeout_ms: 5_000 }
+    }
+}
+
+/// Time limits on the data directory: a disk (or file system) that stops
+/// answering stops the node with a message instead of hanging it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// Longest one storage call may take once running (an append with its
+    /// fsync, a snapshot write), ms; past it Raft stops with the cause and
+    /// `serve` exits 1.
+    pub io_timeout_ms: u64,
+    /// Longest opening the data directory may take at start-up, s.
+    pub open_timeout_s: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            io_timeout_ms: switchboard_storage::engine::DEFAULT_IO_TIME_LIMIT.as_millis() as u64,
+            open_timeout_s: 600,
+        }
     }
 }
 
@@ -431,6 +456,9 @@ impl Config {
         }
         if w.max_inflight == 0 || w.timeout_ms == 0 {
             return bad("writes.max_inflight and writes.timeout_ms must be > 0".into());
+        }
+        if self.storage.io_timeout_ms == 0 || self.storage.open_timeout_s == 0 {
+            return bad("storage.io_timeout_ms and storage.open_timeout_s must be > 0".into());
         }
         if self.registrations.default_expires_s == 0 || self.registrations.sweep_interval_ms == 0 {
             return bad("registrations.default_expires_s and sweep_interval_ms must be > 0".into());

@@ -86,6 +86,18 @@ pub enum RunError {
         /// Why.
         source: switchboard_storage::OpenError,
     },
+    /// Opening the data directory did not finish in time.
+    #[error(
+        "opening data directory {path} did not finish within {} s: the disk or file \
+         system is not responding (storage.open_timeout_s)",
+        limit.as_secs()
+    )]
+    StorageStuck {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// The limit that passed.
+        limit: Duration,
+    },
     /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),
@@ -145,11 +157,19 @@ pub async fn run_with_sip(
     let config = Arc::new(config);
     let raft_config = Arc::new(config.openraft()?);
     let data = config.data.clone();
-    let (log_store, sm_store) =
-        tokio::task::spawn_blocking(move || switchboard_storage::open(&data))
-            .await
-            .map_err(|e| RunError::Raft(format!("storage open task: {e}")))?
-            .map_err(|source| RunError::Storage { path: config.data.clone(), source })?;
+    let io_limit = Duration::from_millis(config.storage.io_timeout_ms);
+    let open_limit = Duration::from_secs(config.storage.open_timeout_s);
+    // Bounded like every later storage call: sled can block for ever on a
+    // file system that failed under it, and a node that neither starts nor
+    // says why is the worst outcome. (The blocking thread cannot be
+    // cancelled; the process exits with the error.)
+    let opening =
+        tokio::task::spawn_blocking(move || switchboard_storage::open_with(&data, io_limit));
+    let (log_store, sm_store) = tokio::time::timeout(open_limit, opening)
+        .await
+        .map_err(|_| RunError::StorageStuck { path: config.data.clone(), limit: open_limit })?
+        .map_err(|e| RunError::Raft(format!("storage open task: {e}")))?
+        .map_err(|source| RunError::Storage { path: config.data.clone(), source })?;
     // What this node had committed before it stopped: it serves nothing
     // until it has re-applied that much, so that its local reads never go
     // back in time across a restart.

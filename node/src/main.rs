@@ -66,11 +66,16 @@ fn main() -> ExitCode {
             }
         }
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Dropping a runtime waits for its blocking threads without limit; one
+    // stuck in a storage call that was given up (a disk that stopped
+    // answering) would keep the process alive after it has failed.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }

@@ -406,19 +406,26 @@ fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
     }
 }
 
-/// A node whose storage fails (fsync returns EIO, injected by the storage
-/// failpoint: this test needs a binary built with `--features failpoints`,
-/// as `cargo test --workspace` builds it) stops: `serve` exits non-zero
-/// within a few seconds and says why on stderr.
+/// Start a one-node `serve` with `config` (TOML), create the storage
+/// failpoint file `failpoint` in its data directory once it takes writes,
+/// and return the exit code and last stderr line of the node, which must
+/// stop by itself within `limit` of the first write after that.
 #[cfg(feature = "failpoints")]
-#[test]
-fn serve_exits_with_the_cause_when_its_fsync_fails() {
+fn serve_until_storage_breaks(
+    config: &str,
+    failpoint: &str,
+    limit: Duration,
+) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("n1");
+    let config_file = dir.path().join("node.toml");
+    std::fs::write(&config_file, config).unwrap();
     let port = free_port();
     let mut child = Command::new(BIN)
         .args(["serve", "--id", "1", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--initial-cluster", &format!("1=127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config_file)
         .arg("--data")
         .arg(&data)
         .env("RUST_LOG", "error")
@@ -437,24 +444,50 @@ fn serve_exits_with_the_cause_when_its_fsync_fails() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    std::fs::write(data.join(switchboard_storage::failpoint::FSYNC_EIO_FILE), b"").unwrap();
-    let write = ctl(&ep, &["dialplan", "put", "2XXX", "--registered"]);
-    assert_eq!(write.status.code(), Some(1), "a write that was not fsynced is not acknowledged");
+    std::fs::write(data.join(failpoint), b"").unwrap();
+    let write = ctl(&ep, &["--timeout", "30", "dialplan", "put", "2XXX", "--registered"]);
+    assert_ne!(write.status.code(), Some(0), "a write that was not fsynced is not acknowledged");
     let broke = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        if broke.elapsed() > Duration::from_secs(15) {
+        if broke.elapsed() > limit {
             let _ = child.kill();
-            panic!("serve still running 15 s after its raft stopped");
+            panic!("serve still running {limit:?} after its storage broke");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(status.code(), Some(1), "{err}");
-    let last = err.trim_end().lines().last().unwrap_or_default();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let last = err.trim_end().lines().last().unwrap_or_default().to_string();
     assert!(last.starts_with("error: raft stopped: "), "{err}");
-    assert!(last.contains("Input/output error"), "names the cause: {err}");
+    (status.code(), last)
+}
+
+/// A node whose storage fails (fsync returns EIO, injected by the storage
+/// failpoint: this test needs a binary built with `--features failpoints`,
+/// as `cargo test --workspace` builds it) stops: `serve` exits non-zero
+/// within a few seconds and says why on stderr.
+#[cfg(feature = "failpoints")]
+#[test]
+fn serve_exits_with_the_cause_when_its_fsync_fails() {
+    let eio = switchboard_storage::failpoint::FSYNC_EIO_FILE;
+    let (code, last) = serve_until_storage_breaks("", eio, Duration::from_secs(15));
+    assert_eq!(code, Some(1), "{last}");
+    assert!(last.contains("Input/output error"), "names the cause: {last}");
+}
+
+/// Issue 8: a disk that stops answering (an fsync that never returns; sled
+/// was seen to hang so after an I/O error) must not hang the node with its
+/// health still SERVING: past `storage.io_timeout_ms` Raft stops with the
+/// cause and `serve` exits 1.
+#[cfg(feature = "failpoints")]
+#[test]
+fn serve_exits_with_the_cause_when_its_fsync_hangs() {
+    let hang = switchboard_storage::failpoint::FSYNC_HANG_FILE;
+    let config = "[storage]\nio_timeout_ms = 1500\n";
+    let (code, last) = serve_until_storage_breaks(config, hang, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{last}");
+    assert!(last.contains("did not finish within 1500 ms"), "names the cause: {last}");
 }

@@ -35,6 +35,11 @@ pub const FORMAT_KEY: &[u8] = b"format";
 /// The on-disk format marker this build writes and accepts.
 pub const FORMAT_MARKER: &[u8] = b"switchboard-storage/1";
 
+/// How long the stores wait for one engine call unless told otherwise: far
+/// above any healthy fsync or snapshot write, short enough that a stuck
+/// disk stops the node within a minute.
+pub const DEFAULT_IO_TIME_LIMIT: Duration = Duration::from_secs(60);
+
 /// The named key spaces of a node's database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tree {
@@ -174,6 +179,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes every write that returned before this call durable: on return
     /// `Ok`, they survive process crash and power loss.
     fn sync(&self) -> Result<(), EngineError>;
+
+    /// The longest the stores wait for one call of this engine (see
+    /// [`crate::failure`]'s `blocking`) before they give it up as stuck.
+    fn io_time_limit(&self) -> Duration {
+        DEFAULT_IO_TIME_LIMIT
+    }
 }
 
 /// Why the engine failed. Every variant names the directory (and tree, where
@@ -286,6 +297,8 @@ pub struct SledEngine {
     data_file: File,
     /// Blob files already fsynced (see [`SledEngine::sync`]).
     synced_blobs: Mutex<HashSet<OsString>>,
+    /// See [`Engine::io_time_limit`].
+    io_time_limit: Duration,
 }
 
 impl fmt::Debug for SledEngine {
@@ -431,9 +444,22 @@ impl SledEngine {
                 EngineError::Io { path: data_path, action: "open the sled data file", source }
             })?;
 
-        let engine = SledEngine { dir, db, trees, data_file, synced_blobs: Mutex::default() };
+        let engine = SledEngine {
+            dir,
+            db,
+            trees,
+            data_file,
+            synced_blobs: Mutex::default(),
+            io_time_limit: DEFAULT_IO_TIME_LIMIT,
+        };
         engine.check_marker(found)?;
         Ok(engine)
+    }
+
+    /// Sets [`Engine::io_time_limit`] (at least 1 ms).
+    pub fn with_io_time_limit(mut self, limit: Duration) -> Self {
+        self.io_time_limit = limit.max(Duration::from_millis(1));
+        self
     }
 
     /// Verifies (existing database) or writes (new database) the format marker.
@@ -641,6 +667,10 @@ impl Engine for SledEngine {
     /// metadata. sled never replaces or renames `db`, so the descriptor
     /// opened at start-up stays valid. Blob files (large pages) are fsynced
     /// first, since the log refers to them.
+    fn io_time_limit(&self) -> Duration {
+        self.io_time_limit
+    }
+
     fn sync(&self) -> Result<(), EngineError> {
         self.db.flush().map_err(|e| EngineError::Sync {
             path: self.dir.clone(),
@@ -648,6 +678,7 @@ impl Engine for SledEngine {
             source: io::Error::other(e),
         })?;
         self.sync_blobs()?;
+        crate::failpoint::fsync_hang(&self.dir);
         if let Some(source) = crate::failpoint::fsync_error(&self.dir) {
             return Err(EngineError::Sync {
                 path: self.dir.join("db"),

@@ -10,12 +10,34 @@
 //!   sled's data file, with `EIO`, as a failing disk makes `fsync(2)` do.
 //!   The writes before it have reached sled (and may be read back), but are
 //!   reported as not durable — exactly what the stores must never ack.
+//! - [`FSYNC_HANG_FILE`]: while a file of that name exists, `sync` blocks at
+//!   the same place (a disk that stopped answering, or sled stuck after an
+//!   I/O error); the stores' time limit must turn that into an error.
 
 use std::io;
 use std::path::Path;
 
 /// The file whose presence in a data directory makes its fsyncs fail with `EIO`.
 pub const FSYNC_EIO_FILE: &str = "failpoint-fsync-eio";
+
+/// The file whose presence in a data directory makes its fsyncs block.
+pub const FSYNC_HANG_FILE: &str = "failpoint-fsync-hang";
+
+/// Block while [`FSYNC_HANG_FILE`] exists in `dir` (for ten minutes at most,
+/// so a forgotten file cannot hold a test thread for ever).
+#[cfg(feature = "failpoints")]
+pub(crate) fn fsync_hang(dir: &Path) {
+    let file = dir.join(FSYNC_HANG_FILE);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while file.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Block while the hang file exists: never.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn fsync_hang(_dir: &Path) {}
 
 /// The error an fsync in `dir` must return instead of syncing, if any.
 #[cfg(feature = "failpoints")]

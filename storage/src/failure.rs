@@ -2,6 +2,8 @@
 //! before it is wrapped in openraft's `StorageError` (which keeps the
 //! message and its source chain) or, at start-up, in [`OpenError`].
 
+use std::time::Duration;
+
 use tokio::task::JoinError;
 
 use crate::codec::CodecError;
@@ -29,6 +31,16 @@ pub(crate) enum Failure {
     /// The blocking task running the I/O failed.
     #[error("storage task failed: {0}")]
     Join(#[from] JoinError),
+    /// The I/O did not finish within the engine's time limit.
+    #[error(
+        "storage I/O did not finish within {} ms: the disk or file system is not \
+         responding (the call is abandoned; what it wrote may or may not be durable)",
+        limit.as_millis()
+    )]
+    Stuck {
+        /// The limit that passed.
+        limit: Duration,
+    },
 }
 
 impl Failure {
@@ -45,11 +57,23 @@ impl Failure {
     }
 }
 
-/// Runs `f` on tokio's blocking pool (sled and fsync block the thread).
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T, Failure>
+/// Runs `f` on tokio's blocking pool (sled and fsync block the thread),
+/// waiting at most `limit` for it.
+///
+/// Why a limit: a disk that stops answering, or sled after an I/O error
+/// (seen on the power-loss file system: a flush that never returned), would
+/// otherwise hold the Raft log's append forever while the node looked
+/// healthy. Past the limit the caller gets [`Failure::Stuck`], which
+/// openraft treats as fatal: the node stops with that message instead of
+/// hanging. The abandoned thread is left to finish or hang on its own; a
+/// blocking call cannot be cancelled.
+pub(crate) async fn blocking<T, F>(limit: Duration, f: F) -> Result<T, Failure>
 where
     F: FnOnce() -> Result<T, Failure> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await?
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(joined) => joined?,
+        Err(_) => Err(Failure::Stuck { limit }),
+    }
 }

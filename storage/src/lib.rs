@@ -37,6 +37,7 @@ pub mod types;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use log_store::{LogReader, LogStore};
 pub use sm_store::{SnapshotBuilder, StateMachineStore, StateReader};
@@ -74,7 +75,17 @@ pub enum OpenError {
 /// Opens (or creates) the node's database in `dir` and both Raft stores on
 /// it. Blocks on disk I/O: call it at start-up (or from `spawn_blocking`).
 pub fn open(dir: impl AsRef<Path>) -> Result<(LogStore, StateMachineStore), OpenError> {
-    let engine: SharedEngine = Arc::new(SledEngine::open(dir)?);
+    open_with(dir, engine::DEFAULT_IO_TIME_LIMIT)
+}
+
+/// [`open`], with the time limit for each storage call once running (see
+/// [`engine::Engine::io_time_limit`]).
+pub fn open_with(
+    dir: impl AsRef<Path>,
+    io_time_limit: Duration,
+) -> Result<(LogStore, StateMachineStore), OpenError> {
+    let engine = SledEngine::open(dir)?.with_io_time_limit(io_time_limit);
+    let engine: SharedEngine = Arc::new(engine);
     let log = LogStore::open(Arc::clone(&engine))?;
     let sm = StateMachineStore::open(engine)?;
     Ok((log, sm))

@@ -62,8 +62,9 @@ where
     F: FnOnce(&dyn Engine) -> Result<T, Failure> + Send + 'static,
     T: Send + 'static,
 {
+    let limit = engine.io_time_limit();
     let engine = SharedEngine::clone(engine);
-    blocking(move || f(engine.as_ref())).await
+    blocking(limit, move || f(engine.as_ref())).await
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Failure> {

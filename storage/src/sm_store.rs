@@ -286,7 +286,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let view: Applied = self.shared.applied.read().map_err(|_| poisoned())?.clone();
 
         let shared = Arc::clone(&self.shared);
-        blocking(move || {
+        blocking(shared.engine.io_time_limit(), move || {
             let seq = shared.counter.fetch_add(1, Ordering::Relaxed);
             let snapshot_id = match view.last_applied {
                 Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, seq),
@@ -374,7 +374,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = meta.clone();
         let shared = Arc::clone(&self.shared);
         let signature = meta.signature();
-        let installed = blocking(move || {
+        let installed = blocking(shared.engine.io_time_limit(), move || {
             let data = snapshot.into_inner();
             let applied: Applied = codec::decode(&data).map_err(|source| Failure::Codec {
                 what: format!("received snapshot {}", meta.snapshot_id),
@@ -396,7 +396,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let shared = Arc::clone(&self.shared);
-        let persisted = blocking(move || {
+        let persisted = blocking(shared.engine.io_time_limit(), move || {
             // Under the snapshot lock: meta and data are two reads, and a
             // snapshot being written between them would pair one snapshot's
             // meta with another's data.
