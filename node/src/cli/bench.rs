@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// its time, so that periodic stalls show their period.
     #[arg(long, conflicts_with_all = ["compare", "sip"])]
     pub stalls: Option<u64>,
+    /// A node configuration file (TOML, as for `serve --config`) every
+    /// node starts with, e.g. to measure other Raft timings; the command
+    /// line's id, addresses and data directory win over it.
+    #[arg(long, value_name = "FILE")]
+    pub node_config: Option<std::path::PathBuf>,
 }
 
 /// Latency samples (µs) and a count.
@@ -161,21 +166,35 @@ async fn routes(cluster: &LocalCluster, secs: u64, per_sec: Option<f64>) -> (f64
 /// Kill the leader while a client writes; the write gap in ms.
 async fn failover(cluster: &mut LocalCluster) -> anyhow::Result<f64> {
     let leader = cluster.wait_leader(Duration::from_secs(10), true).await? as usize;
-    let writer_node = (leader % cluster.addrs().len()) + 1; // a follower
-    let mut client = RegistrarClient::new(cluster.channel(writer_node - 1));
+    let n = cluster.addrs().len();
+    // The client rule of issue 10 (the same one etcd was measured with):
+    // start at a follower; on an error, or after 250 ms without an answer,
+    // move on to the next node in turn.
+    let clients: Vec<_> = (0..n).map(|i| RegistrarClient::new(cluster.channel(i))).collect();
+    let first = leader % n; // 0-based index of the node after the leader: a follower
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
     let writer = {
         let stop = stop.clone();
         let acks = acks.clone();
         tokio::spawn(async move {
-            let mut n = 7_000_000_000u64;
+            let mut at = first;
+            let mut number = 7_000_000_000u64;
             while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let mut req = tonic::Request::new(register(n));
-                req.set_timeout(Duration::from_millis(500));
-                if client.register(req).await.is_ok() {
-                    acks.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now());
+                number += 1;
+                let mut req = tonic::Request::new(register(number));
+                req.set_timeout(Duration::from_millis(FAILOVER_ROTATE_MS));
+                let mut client = clients[at].clone();
+                let answered = tokio::time::timeout(
+                    Duration::from_millis(FAILOVER_ROTATE_MS),
+                    client.register(req),
+                )
+                .await;
+                match answered {
+                    Ok(Ok(_)) => {
+                        acks.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now())
+                    }
+                    _ => at = (at + 1) % clients.len(),
                 }
             }
         })
@@ -192,15 +211,26 @@ async fn failover(cluster: &mut LocalCluster) -> anyhow::Result<f64> {
     stop.store(true, Ordering::Relaxed);
     let _ = writer.await;
     let acks = acks.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let before = acks.iter().rev().find(|t| **t <= killed_at).copied();
-    let after = acks.iter().find(|t| **t > killed_at).copied();
     // Restart the killed node from its data directory.
     cluster.spawn(leader, false)?;
-    match (before, after) {
-        (Some(b), Some(a)) => Ok(a.duration_since(b).as_secs_f64() * 1000.0),
-        _ => Err(anyhow!("no write acknowledged around the kill")),
-    }
+    outage(&acks, killed_at).ok_or_else(|| anyhow!("no write acknowledged around the kill"))
 }
+
+/// The write gap a kill at `killed_at` caused, ms: the longest time between
+/// two consecutive acknowledgements where the later one came after the
+/// kill. (Not simply "last ack before, first after": an answer already on
+/// its way when the leader died can arrive just after the kill and hide
+/// the outage behind it.)
+fn outage(acks: &[Instant], killed_at: Instant) -> Option<f64> {
+    let first_before = acks.iter().rposition(|t| *t <= killed_at)?;
+    acks[first_before..]
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1000.0)
+        .max_by(f64::total_cmp)
+}
+
+/// The failover client's patience with one node, ms.
+const FAILOVER_ROTATE_MS: u64 = 250;
 
 /// Run the benchmark and print the figures.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -216,8 +246,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(threshold_ms) = args.stalls {
         return stalls(&args, threshold_ms).await;
     }
+    let mut serve_args = vec!["--capacity".to_string(), "0".to_string()];
+    if let Some(file) = &args.node_config {
+        let file = std::fs::canonicalize(file)
+            .map_err(|e| anyhow!("--node-config {}: {e}", file.display()))?;
+        serve_args.extend(["--config".to_string(), file.display().to_string()]);
+    }
+    let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
-        .with_serve_args(&["--capacity", "0"])
+        .with_serve_args(&serve_args)
         .with_env("RUST_LOG", "error");
     for id in 1..=cluster.addrs().len() {
         cluster.spawn(id, true)?;
@@ -275,7 +312,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!("  half load:  {rate:>9.0} routes/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
 
     if args.failovers > 0 && args.nodes >= 3 {
-        println!("\nfailover (kill -9 the leader while a client writes at a follower):");
+        println!(
+            "\nfailover (kill -9 the leader; one client writes, starting at a follower, \
+             moving to the next node on an error or after {FAILOVER_ROTATE_MS} ms):"
+        );
         let mut gaps = Vec::new();
         for i in 0..args.failovers {
             match failover(&mut cluster).await {
@@ -290,7 +330,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         gaps.sort_by(f64::total_cmp);
         if !gaps.is_empty() {
-            println!("  median gap: {:.0} ms over {} kills", gaps[gaps.len() / 2], gaps.len());
+            println!(
+                "  median gap: {:.0} ms, max {:.0} ms over {} kills",
+                gaps[gaps.len() / 2],
+                gaps[gaps.len() - 1],
+                gaps.len()
+            );
         }
     }
     for id in 1..=cluster.addrs().len() {
