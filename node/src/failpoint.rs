@@ -62,12 +62,31 @@ mod imp {
         c.insert((b.to_owned(), a.to_owned()));
     }
 
+    /// (from, to) address pairs whose entry-carrying AppendEntries fail.
+    static REPLICATION_CUTS: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+
+    fn replication_cuts() -> std::sync::MutexGuard<'static, BTreeSet<(String, String)>> {
+        REPLICATION_CUTS.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn heal(addr: &str) {
         cuts().retain(|(a, b)| a != addr && b != addr);
+        replication_cuts().retain(|(a, b)| a != addr && b != addr);
     }
 
     pub fn is_cut(from: &str, to: &str) -> bool {
         let c = cuts();
+        !c.is_empty() && c.contains(&(from.to_owned(), to.to_owned()))
+    }
+
+    pub fn cut_replication(a: &str, b: &str) {
+        let mut c = replication_cuts();
+        c.insert((a.to_owned(), b.to_owned()));
+        c.insert((b.to_owned(), a.to_owned()));
+    }
+
+    pub fn is_replication_cut(from: &str, to: &str) -> bool {
+        let c = replication_cuts();
         !c.is_empty() && c.contains(&(from.to_owned(), to.to_owned()))
     }
 
@@ -114,6 +133,10 @@ mod imp {
     pub fn is_cut(_: &str, _: &str) -> bool {
         false
     }
+    pub fn cut_replication(_: &str, _: &str) {}
+    pub fn is_replication_cut(_: &str, _: &str) -> bool {
+        false
+    }
     pub fn set_clock_offset_ms(_: &str, _: i64) {}
     pub fn clock_offset_ms(_: &str, _: &Path) -> i64 {
         0
@@ -131,7 +154,7 @@ pub fn cut(a: &str, b: &str) {
     imp::cut(a, b)
 }
 
-/// Remove every cut involving the node at `addr`.
+/// Remove every cut (and replication cut) involving the node at `addr`.
 pub fn heal(addr: &str) {
     imp::heal(addr)
 }
@@ -139,6 +162,18 @@ pub fn heal(addr: &str) {
 /// Whether RPCs from the node at `from` to the node at `to` must fail.
 pub fn is_cut(from: &str, to: &str) -> bool {
     imp::is_cut(from, to)
+}
+
+/// Drop the AppendEntries that carry log entries between the nodes at gRPC
+/// addresses `a` and `b`, both ways; everything else still passes (no-op
+/// without the `failpoints` feature).
+pub fn cut_replication(a: &str, b: &str) {
+    imp::cut_replication(a, b)
+}
+
+/// Whether AppendEntries carrying entries from `from` to `to` must be dropped.
+pub fn is_replication_cut(from: &str, to: &str) -> bool {
+    imp::is_replication_cut(from, to)
 }
 
 /// Offset the wall clock of the in-process node at `addr` (ms, signed).
@@ -166,6 +201,8 @@ mod production {
         assert!(!stale_linearizable_reads());
         cut("127.0.0.1:1", "127.0.0.1:2");
         assert!(!is_cut("127.0.0.1:1", "127.0.0.1:2"));
+        cut_replication("127.0.0.1:1", "127.0.0.1:2");
+        assert!(!is_replication_cut("127.0.0.1:1", "127.0.0.1:2"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CLOCK_OFFSET_FILE), "600000").unwrap();
         set_clock_offset_ms("127.0.0.1:1", 600_000);

@@ -13,9 +13,16 @@
 //! - [`FSYNC_HANG_FILE`]: while a file of that name exists, `sync` blocks at
 //!   the same place (a disk that stopped answering, or sled stuck after an
 //!   I/O error); the stores' time limit must turn that into an error.
+//! - `roll_back_committed`: rewrites a stopped node's database as a power
+//!   loss may leave it — with an older committed log id, which the log
+//!   store writes without syncing. Only with the feature (there is no
+//!   no-op version: nothing but a test may call it).
 
 use std::io;
 use std::path::Path;
+
+#[cfg(feature = "failpoints")]
+use crate::OpenError;
 
 /// The file whose presence in a data directory makes its fsyncs fail with `EIO`.
 pub const FSYNC_EIO_FILE: &str = "failpoint-fsync-eio";
@@ -50,4 +57,16 @@ pub(crate) fn fsync_error(dir: &Path) -> Option<io::Error> {
 #[inline(always)]
 pub(crate) fn fsync_error(_dir: &Path) -> Option<io::Error> {
     None
+}
+
+/// Lowers the committed log id persisted in the (closed) database in `dir`
+/// to that of its log entry at `index`, if it is above it, as a power loss
+/// may (see [`crate::LogStore`]'s `save_committed`); returns the committed
+/// index left on disk. At the next start the node re-applies its log only
+/// up to there.
+#[cfg(feature = "failpoints")]
+pub fn roll_back_committed(dir: &Path, index: u64) -> Result<Option<u64>, OpenError> {
+    let engine = crate::engine::SledEngine::open(dir)?;
+    crate::log_store::roll_back_committed(&engine, index)
+        .map_err(|failure| failure.into_open_error(&engine))
 }

@@ -17,7 +17,8 @@
 //!   [`sm_store::StateReader`] for local reads.
 //! - [`feed`]: recent events of applied entries, for watchers to resume from.
 //! - [`types`]: the openraft type configuration and aliases.
-//! - [`failpoint`]: test-only fault injection (an fsync failing with `EIO`),
+//! - [`failpoint`]: test-only fault injection (an fsync failing with `EIO`
+//!   or hanging, a committed log id rolled back as by a power loss),
 //!   compiled in only with the `failpoints` feature.
 //!
 //! A node keeps one database (one data directory) for both stores; [`open`]

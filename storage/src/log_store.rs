@@ -133,6 +133,30 @@ fn read_log_state(engine: &dyn Engine) -> Result<LogState, Failure> {
     Ok(LogState { last_purged_log_id: last_purged, last_log_id })
 }
 
+/// Lowers the persisted committed log id to that of the entry at `index`
+/// when it is above it, and syncs; returns the committed index left.
+///
+/// A legal crash state: [`LogStore`]'s `save_committed` does not sync, so a
+/// power loss can leave any earlier committed log id on disk. For the
+/// test-only [`crate::failpoint::roll_back_committed`].
+#[cfg(feature = "failpoints")]
+pub(crate) fn roll_back_committed(engine: &dyn Engine, index: u64) -> Result<Option<u64>, Failure> {
+    let committed: Option<LogId> = read_meta(engine, COMMITTED_KEY)?;
+    if committed.is_none_or(|c| c.index <= index) {
+        return Ok(committed.map(|c| c.index));
+    }
+    let Some(value) = engine.get(Tree::Log, &index_key(index))? else {
+        return Err(Failure::Corrupt(format!(
+            "no log entry {index} to roll the committed log id back to in {}",
+            engine.path().display()
+        )));
+    };
+    let entry = decode_entry(engine, &index_key(index), &value)?;
+    engine.insert(Tree::Meta, COMMITTED_KEY, &encode("committed log id", &entry.log_id)?)?;
+    engine.sync()?;
+    Ok(Some(index))
+}
+
 /// A cheap, cloneable reader of the log, sharing the [`LogStore`]'s engine.
 #[derive(Clone)]
 pub struct LogReader {

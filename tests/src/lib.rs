@@ -250,7 +250,19 @@ impl Cluster {
         }
     }
 
-    /// Undo every cut involving node `id`.
+    /// Drop log replication between node `id` and every other node, both
+    /// ways: AppendEntries that carry entries fail (after their deadline),
+    /// while votes, heartbeats and a leader's read-index confirmations still
+    /// pass (a test-only failpoint, see `switchboard::failpoint`). A leader
+    /// so cut stays leader but commits nothing new. [`Cluster::heal`] undoes it.
+    pub fn cut_replication(&self, id: u64) {
+        let me = self.nodes[&id].addr.to_string();
+        for n in self.nodes.values().filter(|n| n.id != id) {
+            switchboard::failpoint::cut_replication(&me, &n.addr.to_string());
+        }
+    }
+
+    /// Undo every cut (and replication cut) involving node `id`.
     pub fn heal(&self, id: u64) {
         switchboard::failpoint::heal(&self.nodes[&id].addr.to_string());
     }

@@ -1,11 +1,12 @@
 //! A stopped node restarts from its own data directory and catches up —
 //! from the log, and from a snapshot when the leader has purged the log
-//! entries it missed.
+//! entries it missed; and a leader restored after a whole-cluster restart
+//! answers no read from before its last acknowledged write.
 
 use std::time::Duration;
 
 use switchboard_proto::v1 as pb;
-use switchboard_tests::{eventually, register, Cluster};
+use switchboard_tests::{eventually, lookup, register, Cluster};
 
 async fn count_local(cluster: &Cluster, id: u64) -> Option<usize> {
     let r = cluster
@@ -102,5 +103,133 @@ async fn whole_cluster_restart_keeps_every_acknowledged_write() {
         .unwrap()
         .into_inner();
     assert_eq!(all.registrations.len(), 60);
+    cluster.shutdown().await;
+}
+
+/// The contacts a lookup answered, and at which applied index.
+fn answered(r: &pb::LookupResponse) -> String {
+    let contacts: Vec<&str> = r.bindings.iter().map(|b| b.contact.as_str()).collect();
+    format!("{contacts:?} at applied index {}", r.applied_index)
+}
+
+/// docs/chaos.md, "Power loss", finding 1. openraft 0.9.25 restores a node
+/// whose persisted vote says it led as leader at once, with the *first*
+/// entry of its term as its "noop", so `get_read_log_id` is
+/// `max(that entry, committed)`; and the committed log id is persisted
+/// without a sync, so a power loss can roll it back. The restored leader
+/// then took a read index below writes it had acknowledged. The fix
+/// (`Node::read_index_here`): the read index is at least the leader's last
+/// log index.
+///
+/// Deterministic: the committed log id is rolled back on disk while every
+/// node is stopped (the power loss), and log replication is cut after the
+/// restart (`Cluster::cut_replication`) so that the leader cannot commit —
+/// and so cannot move its commit index past the rolled-back one — while its
+/// leadership confirmations still pass. Long election timeouts keep the
+/// restored leader in place for the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restored_leader_reads_nothing_older_than_acknowledged_writes_after_a_power_loss() {
+    let mut cluster = Cluster::start_with(3, |c| c.gateways.probe_interval_ms = 0).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let mut registrar = cluster.registrar(leader).await;
+    let old = registrar.register(register("7100", "desk", "sip:old@h")).await.unwrap();
+    let new = registrar.register(register("7100", "desk", "sip:new@h")).await.unwrap();
+    let old_index = old.into_inner().meta.unwrap().index;
+    let new_index = new.into_inner().meta.unwrap().index;
+    assert!(old_index < new_index, "{old_index} then {new_index}");
+    let before = cluster.status(leader).await.expect("leader status");
+    assert_eq!(before.leader_id, leader, "{before:?}");
+
+    // The power loss: the followers first, so that the leader's persisted
+    // vote still makes it the leader when everything comes back.
+    let followers = cluster.others(leader);
+    for &id in &followers {
+        cluster.stop_node(id).await;
+    }
+    cluster.stop_node(leader).await;
+    // Every node loses the committed log ids written after the one just
+    // before the acknowledged Register of sip:new@h. That entry is in the
+    // leader's current term (after sip:old@h), so at or after its "noop".
+    for id in 1..=3 {
+        let left = switchboard_storage::failpoint::roll_back_committed(
+            cluster.data_dir(id),
+            new_index - 1,
+        )
+        .unwrap();
+        if id == leader {
+            assert_eq!(left, Some(new_index - 1), "the leader had committed {new_index}");
+        }
+    }
+
+    // Back on, with log replication from the leader cut: its commit index
+    // stays the rolled-back one. Reads wait at most 1 s.
+    for node in cluster.nodes.values_mut() {
+        node.config.raft.election_min_ms = 3_000;
+        node.config.raft.election_max_ms = 6_000;
+        node.config.writes.timeout_ms = 1_000;
+    }
+    cluster.cut_replication(leader);
+    cluster.start_node(leader).await;
+    for &id in &followers {
+        cluster.start_node(id).await;
+    }
+    let c = &cluster;
+    let term = before.term;
+    eventually(Duration::from_secs(10), "every node up, the leader restored", || async move {
+        for id in 1..=3 {
+            let s = c.status(id).await?;
+            if s.leader_id != leader || s.term != term {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+
+    // Right after the restart, before the leader could commit: a
+    // LINEARIZABLE read must wait (here: until its deadline), not answer
+    // from the rolled-back state.
+    let during = cluster.registrar(leader).await.lookup(lookup("7100", true)).await;
+    if let Ok(r) = &during {
+        panic!(
+            "a LINEARIZABLE Lookup at the restored leader answered {}, but sip:new@h was \
+             acknowledged at index {new_index} before the restart",
+            answered(r.get_ref())
+        );
+    }
+    let status = during.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    // Nor may any node's start-up catch-up finish there: LOCAL reads are
+    // refused until it has.
+    for id in 1..=3 {
+        match cluster.registrar(id).await.lookup(lookup("7100", false)).await {
+            Ok(r) => panic!(
+                "node {id} answered a LOCAL Lookup with {} after the restart, below index \
+                 {new_index} where sip:new@h was acknowledged",
+                answered(r.get_ref())
+            ),
+            Err(s) => assert_eq!(s.code(), tonic::Code::Unavailable, "node {id}: {s:?}"),
+        }
+    }
+    let s = cluster.status(leader).await.expect("leader status");
+    assert_eq!((s.leader_id, s.term), (leader, term), "still the restored leader: {s:?}");
+
+    // Replication back: the leader commits its log, and every read sees the
+    // acknowledged write.
+    cluster.heal(leader);
+    let r = cluster.registrar(leader).await.lookup(lookup("7100", true)).await.unwrap();
+    let r = r.into_inner();
+    assert_eq!(r.bindings.len(), 1, "{}", answered(&r));
+    assert_eq!(r.bindings[0].contact, "sip:new@h", "{}", answered(&r));
+    assert!(r.applied_index >= new_index, "{}", answered(&r));
+    for id in 1..=3 {
+        let c = &cluster;
+        eventually(Duration::from_secs(10), "every node to catch up", || async move {
+            let r = c.registrar(id).await.lookup(lookup("7100", false)).await.ok()?.into_inner();
+            let contact = r.bindings.first().map(|b| b.contact.clone());
+            (contact.as_deref() == Some("sip:new@h") && r.applied_index >= new_index).then_some(())
+        })
+        .await;
+    }
     cluster.shutdown().await;
 }

@@ -65,6 +65,11 @@ impl Peers {
         crate::failpoint::is_cut(&self.me, addr)
     }
 
+    /// Whether a test-only failpoint drops log replication to `addr`.
+    fn is_replication_cut(&self, addr: &str) -> bool {
+        crate::failpoint::is_replication_cut(&self.me, addr)
+    }
+
     /// The channel to `id` at `addr` (`host:port`), created lazily on first use.
     pub fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, PeerError> {
         if self.is_cut(addr) {
@@ -171,6 +176,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        if !rpc.entries.is_empty() && self.peers.is_replication_cut(&self.addr) {
+            // Dropped on the way: the sender hears nothing until its
+            // deadline (which also paces openraft's retries).
+            tokio::time::sleep(option.hard_ttl()).await;
+            let m = Msg(format!("node {}: log replication cut by a failpoint", self.target));
+            return Err(RPCError::Network(NetworkError::new(&m)));
+        }
         self.rpc(&rpc, option.hard_ttl(), |mut c, r| async move { c.append_entries(r).await }).await
     }
 
