@@ -365,8 +365,13 @@ impl Nemesis {
                     let Some(l) = leader else { return Err(anyhow!("no leader to drain")) };
                     self.rec.touch(&[l]);
                     self.rec.record(Phase::Start, "drain-leader", format!("drain node {l}"));
-                    let r = self.api.drain(l, &live).await;
-                    self.rec.record(Phase::Stop, "drain-leader", format!("drain node {l}: {r:?}"));
+                    // `{e:#}`, not `{r:?}`: the Debug form of an anyhow error
+                    // carries a stack backtrace when RUST_BACKTRACE is set.
+                    let r = match self.api.drain(l, &live).await {
+                        Ok(()) => "Ok".to_owned(),
+                        Err(e) => format!("Err: {e:#}"),
+                    };
+                    self.rec.record(Phase::Stop, "drain-leader", format!("drain node {l}: {r}"));
                 } else {
                     let candidates: Vec<u64> =
                         live.iter().copied().filter(|&n| Some(n) != leader).collect();
