@@ -19,7 +19,7 @@
 //!   `invoke_ns`, even after the client gave up, or never.
 //!
 //! The call and return vocabulary ([`Call`], [`Ret`]) covers every workload
-//! (register, cas, set); each model or checker says which calls it handles.
+//! (register, cas, set, route); each model or checker says which calls it handles.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -134,13 +134,22 @@ pub enum Call {
     /// Set workload: read every element of the set. Returns
     /// [`Ret::Elements`].
     ReadSet,
+    /// Route workload: route the dialled digits (the key) at `node`.
+    /// Returns [`Ret::Routed`] or [`Ret::Unroutable`].
+    Route {
+        /// The node asked (the answer is its local state, or its state after
+        /// a read index when `linearizable`).
+        node: u64,
+        /// LINEARIZABLE rather than LOCAL consistency.
+        linearizable: bool,
+    },
 }
 
 impl Call {
     /// Whether the call never changes state (a read). A read whose outcome is
     /// unknown tells nothing and the linearizability checker drops it.
     pub fn is_read_only(&self) -> bool {
-        matches!(self, Call::Lookup | Call::Read | Call::ReadSet)
+        matches!(self, Call::Lookup | Call::Read | Call::ReadSet | Call::Route { .. })
     }
 }
 
@@ -183,6 +192,32 @@ pub enum Ret {
     Added,
     /// Answers [`Call::ReadSet`]: the elements, in any order.
     Elements(Vec<String>),
+    /// Answers [`Call::Route`]: the ordered targets and the handling node.
+    Routed {
+        /// Targets in the order given.
+        targets: Vec<RouteTarget>,
+        /// The node that should handle the call.
+        handling_node: u64,
+    },
+    /// Answers [`Call::Route`] when the call cannot be routed: the SIP-style
+    /// failure the server gave.
+    Unroutable {
+        /// 400, 404, 480 or 503.
+        code: u32,
+        /// The server's reason.
+        reason: String,
+    },
+}
+
+/// One target of a route answer, as the Router service gives it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RouteTarget {
+    /// SIP URI to try.
+    pub uri: String,
+    /// `"device"` or `"gateway"`.
+    pub kind: String,
+    /// Device id or gateway id.
+    pub id: String,
 }
 
 /// A call's state and version as the cas workload sees it.

@@ -25,6 +25,8 @@
 //!   no fault touched.
 //! - [`power`]: the audit of acknowledged writes after each power cycle.
 //! - [`workload`]: the clients that produce histories, and the LOCAL-read audit.
+//! - [`route`]: the route workload's fixed setup (numbers, dial plan,
+//!   gateways) and its check that every Route answer is the right one.
 //! - [`run`]: one run from start-up to verdict.
 //! - [`report`], [`plot`]: the run directory: history, results, SVG plots, logs.
 //! - [`powerfs`]: the FUSE file system that drops unsynced data on a power
@@ -43,5 +45,6 @@ pub mod plot;
 pub mod power;
 pub mod powerfs;
 pub mod report;
+pub mod route;
 pub mod run;
 pub mod workload;

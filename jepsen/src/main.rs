@@ -57,8 +57,10 @@ struct TestArgs {
     /// /dev/fuse and is run on its own (see docs/chaos.md).
     #[arg(long, default_value = "partition,kill,pause,member,leader-isolation,clock,snapshot")]
     nemesis: String,
-    /// Workloads: register,cas,set,local.
-    #[arg(long, default_value = "register,cas,set,local")]
+    /// Workloads: register,cas,set,local,route (all by default). `route`
+    /// sets up numbers and a gateway route before the run and checks every
+    /// Route answer, at skewed nodes too.
+    #[arg(long, default_value = "register,cas,set,local,route")]
     workload: String,
     /// Seed of the first run (default: from the clock).
     #[arg(long)]

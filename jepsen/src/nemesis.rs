@@ -52,6 +52,28 @@ use crate::workload::Recorded;
 /// (its detail is the node id).
 pub const WIPE: &str = "wipe";
 
+/// Kind of the events of the `clock` nemesis (details by [`clock_detail`]).
+pub const CLOCK: &str = "clock";
+
+/// The detail of a `clock` event: the node whose wall clock is shifted, by
+/// how many minutes (read back by [`parse_clock_detail`]).
+pub fn clock_detail(node: u64, minutes: i64) -> String {
+    format!("node {node} clock {minutes:+} min")
+}
+
+/// The node and the minutes of a [`clock_detail`].
+pub fn parse_clock_detail(detail: &str) -> Option<(u64, i64)> {
+    let mut words = detail.split_whitespace();
+    if words.next()? != "node" {
+        return None;
+    }
+    let node = words.next()?.parse().ok()?;
+    if words.next()? != "clock" {
+        return None;
+    }
+    Some((node, words.next()?.parse().ok()?))
+}
+
 /// Kinds of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -343,8 +365,13 @@ impl Nemesis {
                     let Some(l) = leader else { return Err(anyhow!("no leader to drain")) };
                     self.rec.touch(&[l]);
                     self.rec.record(Phase::Start, "drain-leader", format!("drain node {l}"));
-                    let r = self.api.drain(l, &live).await;
-                    self.rec.record(Phase::Stop, "drain-leader", format!("drain node {l}: {r:?}"));
+                    // `{e:#}`, not `{r:?}`: the Debug form of an anyhow error
+                    // carries a stack backtrace when RUST_BACKTRACE is set.
+                    let r = match self.api.drain(l, &live).await {
+                        Ok(()) => "Ok".to_owned(),
+                        Err(e) => format!("Err: {e:#}"),
+                    };
+                    self.rec.record(Phase::Stop, "drain-leader", format!("drain node {l}: {r}"));
                 } else {
                     let candidates: Vec<u64> =
                         live.iter().copied().filter(|&n| Some(n) != leader).collect();
@@ -385,11 +412,11 @@ impl Nemesis {
                 let minutes = self.rng.random_range(5..=20i64);
                 let offset = if self.rng.random_bool(0.5) { minutes } else { -minutes } * 60_000;
                 lock(&self.cluster).set_clock_offset(victim, offset)?;
-                let detail = format!("node {victim} clock {:+} min", offset / 60_000);
-                self.rec.record(Phase::Start, "clock", detail.clone());
+                let detail = clock_detail(victim, offset / 60_000);
+                self.rec.record(Phase::Start, CLOCK, detail.clone());
                 self.sleep_until(Instant::now() + hold, until).await;
                 lock(&self.cluster).set_clock_offset(victim, 0)?;
-                self.rec.record(Phase::Stop, "clock", detail);
+                self.rec.record(Phase::Stop, CLOCK, detail);
             }
             Kind::Snapshot => {
                 let victim = self.victim(leader, &live, 0.33)?;
@@ -577,5 +604,18 @@ impl Nemesis {
         }
         self.rec.record(Phase::Stop, "heal", "all faults healed".into());
         self.rec.release_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_details_read_back() {
+        assert_eq!(clock_detail(2, 7), "node 2 clock +7 min");
+        assert_eq!(parse_clock_detail(&clock_detail(2, 7)), Some((2, 7)));
+        assert_eq!(parse_clock_detail(&clock_detail(5, -20)), Some((5, -20)));
+        assert_eq!(parse_clock_detail("isolated node 3 for 900 ms"), None);
     }
 }

@@ -16,6 +16,7 @@ use crate::checker::{CheckReport, KeyResult, Verdict};
 use crate::history::{write_jsonl, NemesisEvent, Op, OpResult};
 use crate::model::SetResult;
 use crate::plot;
+use crate::route::check::RouteResult;
 use crate::workload::{LocalRead, LocalResult};
 
 /// ok / fail / info counts.
@@ -92,8 +93,12 @@ pub struct WorkloadResult {
     pub counts: Counts,
     /// Valid / Invalid / Unknown.
     pub verdict: Verdict,
-    /// Checker details (keys, timings, set audit, local-read audit).
+    /// Checker details (keys, timings, set audit, local-read audit, route
+    /// setup and check).
     pub detail: serde_json::Value,
+    /// A few words for the run summary, if the workload has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The verdict as JSON: `true`, `false` or `"unknown"`.
@@ -163,6 +168,20 @@ pub fn local_anomalies(local: &LocalResult) -> Vec<Anomaly> {
         });
     }
     out
+}
+
+/// Anomalies of the route check: each wrong answer, with its operation.
+pub fn route_anomalies(route: &RouteResult) -> Vec<Anomaly> {
+    route
+        .wrong
+        .iter()
+        .map(|w| Anomaly {
+            workload: "route".into(),
+            key: w.op.key.clone(),
+            what: w.describe(),
+            window: vec![w.op.clone()],
+        })
+        .collect()
 }
 
 /// Write every file of the run into `dir`.

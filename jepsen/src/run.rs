@@ -16,6 +16,7 @@ use crate::model::{check_set, CasModel, RegisterModel};
 use crate::nemesis::{Kind, Nemesis, Recorder};
 use crate::power::PowerCycle;
 use crate::report::{self, Counts, Results, WorkloadResult};
+use crate::route::{self, check::check_routes};
 use crate::workload::{self, check_local, Client, Recorded, Workload};
 
 /// What to run.
@@ -153,7 +154,16 @@ async fn run_in(
     let start = Instant::now();
     let rec = Recorder::new(start);
     let out = Arc::new(Recorded::default());
-    let until = start + Duration::from_secs(opts.time_s);
+    let ttl_s = workload::registration_ttl_s(opts.time_s);
+    // The route workload's numbers, dial plan and gateways, written (and
+    // read back at every node) before any fault; the run's time starts after.
+    let route_setup = if opts.workloads.contains(&Workload::Route) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        Some(route::setup(&api, &rec, &out, route::Plan::new(ttl_s), deadline).await?)
+    } else {
+        None
+    };
+    let until = Instant::now() + Duration::from_secs(opts.time_s);
     let mut tasks = Vec::new();
     let mut process = 0;
     for &w in &opts.workloads {
@@ -163,7 +173,7 @@ async fn run_in(
             let node = ids[(i as usize) % ids.len()];
             let client =
                 Client::new(process, node, api.clone(), rec.clone(), out.clone(), opts.seed)
-                    .with_ttl(workload::registration_ttl_s(opts.time_s));
+                    .with_ttl(ttl_s);
             tasks.push(tokio::spawn(client.run(w, until)));
         }
     }
@@ -213,6 +223,7 @@ async fn run_in(
         ops.iter().filter(|o| pred(&o.call)).cloned().collect()
     };
     for &w in &opts.workloads {
+        let mut note = None;
         let (verdict, counts, detail) = match w {
             Workload::Register => {
                 let h = of(|c| {
@@ -246,14 +257,32 @@ async fn run_in(
                 let counts = Counts { ok: r.reads, fail: 0, info: 0 };
                 (v, counts, serde_json::to_value(&r)?)
             }
+            Workload::Route => {
+                let setup =
+                    route_setup.as_ref().ok_or_else(|| anyhow!("route workload not set up"))?;
+                let h = of(|c| matches!(c, Call::Route { .. }));
+                let r = check_routes(&setup.plan, &h, &events, &ids);
+                anomalies.extend(report::route_anomalies(&r));
+                note = Some(format!(
+                    "{} answers checked, {} by a node while its clock was skewed",
+                    r.checked, r.during_skew
+                ));
+                let detail = serde_json::json!({ "setup": setup, "check": r });
+                (r.verdict(), Counts::of(&h), detail)
+            }
         };
-        workloads.insert(w.name().to_owned(), WorkloadResult { counts, verdict, detail });
+        workloads.insert(w.name().to_owned(), WorkloadResult { counts, verdict, detail, note });
     }
     // No call may have moved off a node that no fault harmed at the time.
     let r = crate::anchors::check(&api, &ids, &anchors, moves, &rec).await?;
     anomalies.extend(r.anomalies());
     let counts = Counts { ok: r.placed.len(), fail: 0, info: 0 };
-    let result = WorkloadResult { counts, verdict: r.verdict(), detail: serde_json::to_value(&r)? };
+    let result = WorkloadResult {
+        counts,
+        verdict: r.verdict(),
+        detail: serde_json::to_value(&r)?,
+        note: None,
+    };
     workloads.insert("anchors".to_owned(), result);
     let power = power_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let power_verdict =
@@ -287,8 +316,12 @@ async fn run_in(
         .iter()
         .map(|(name, w)| {
             format!(
-                "{name} {:?} ({} ok/{} fail/{} info)",
-                w.verdict, w.counts.ok, w.counts.fail, w.counts.info
+                "{name} {:?} ({} ok/{} fail/{} info{})",
+                w.verdict,
+                w.counts.ok,
+                w.counts.fail,
+                w.counts.info,
+                w.note.as_ref().map_or(String::new(), |n| format!("; {n}"))
             )
         })
         .collect();

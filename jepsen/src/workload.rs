@@ -11,7 +11,11 @@
 //!   must be present at the end;
 //! - `local`: LOCAL lookups at one node: may be stale, but never a value
 //!   that was never written, and never older than what that node already
-//!   showed (recorded apart from the history, checked by [`check_local`]).
+//!   showed (recorded apart from the history, checked by [`check_local`]);
+//! - `route`: Route requests (mostly LOCAL, some LINEARIZABLE) at random
+//!   nodes for numbers and a gateway route set up once before the run:
+//!   each answer must be the one the setup allows, skewed clocks or not
+//!   (see [`crate::route`]).
 //!
 //! Error classification: a write that fails with a code that proves it was
 //! refused (`INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`,
@@ -38,6 +42,7 @@ use tonic::Code;
 use crate::api::Api;
 use crate::history::{Call, CallValue, Op, OpResult, Ret};
 use crate::nemesis::Recorder;
+use crate::route;
 
 /// Keys of the register workload (phone numbers).
 pub const REGISTER_KEYS: usize = 8;
@@ -61,6 +66,8 @@ pub enum Workload {
     Set,
     /// LOCAL reads: never invented, never backwards.
     Local,
+    /// Routes of a fixed setup: always the one right answer.
+    Route,
 }
 
 impl Workload {
@@ -73,9 +80,10 @@ impl Workload {
                 "cas" => Workload::Cas,
                 "set" => Workload::Set,
                 "local" => Workload::Local,
+                "route" => Workload::Route,
                 other => {
                     return Err(anyhow!(
-                        "unknown workload {other:?}; expected register, cas, set or local"
+                        "unknown workload {other:?}; expected register, cas, set, local or route"
                     ))
                 }
             });
@@ -93,6 +101,7 @@ impl Workload {
             Workload::Cas => "cas",
             Workload::Set => "set",
             Workload::Local => "local",
+            Workload::Route => "route",
         }
     }
 }
@@ -156,6 +165,16 @@ impl Recorded {
     fn push(&self, op: Op) {
         self.ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
     }
+
+    /// A fresh operation id.
+    pub(crate) fn next_op_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Record a completed operation (its id from [`Recorded::next_op_id`]).
+    pub(crate) fn push_op(&self, op: Op) {
+        self.push(op);
+    }
 }
 
 fn is_definite_refusal(code: Code) -> bool {
@@ -169,7 +188,8 @@ fn is_definite_refusal(code: Code) -> bool {
     )
 }
 
-fn req<T>(msg: T) -> tonic::Request<T> {
+/// A request with the workloads' deadline.
+pub(crate) fn req<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(REQUEST_TIMEOUT);
     r
@@ -263,6 +283,7 @@ impl Client {
                     self.local_op().await;
                     false
                 }
+                Workload::Route => self.route_op().await,
             };
             if indeterminate {
                 // The old op may still take effect: continue as a new process.
@@ -452,6 +473,22 @@ impl Client {
             Err(s) => Self::write_error(&s),
         };
         self.record(SET_KEY.into(), Call::Add { element }, result, invoke)
+    }
+
+    /// A Route at a random node: a registered number (3 in 4) or the
+    /// gateway route; LINEARIZABLE 1 in 5, else LOCAL.
+    async fn route_op(&mut self) -> bool {
+        let ids = self.api.ids();
+        let node = ids[self.rng.random_range(0..ids.len())];
+        let digits = if self.rng.random_bool(0.75) {
+            route::number(self.rng.random_range(0..route::ROUTE_NUMBERS))
+        } else {
+            route::gateway_digits(self.rng.random_range(0..10_000))
+        };
+        let linearizable = self.rng.random_bool(0.2);
+        let invoke = self.rec.now_ns();
+        let result = route::ask(&self.api, node, &digits, linearizable).await;
+        self.record(digits, Call::Route { node, linearizable }, result, invoke)
     }
 
     async fn local_op(&mut self) {
