@@ -131,6 +131,20 @@ impl Node {
         &self.inner.raft
     }
 
+    /// Wait until this node has applied the entry at `index` (a write it
+    /// forwarded to the leader, say), for at most the write timeout, so a
+    /// read that follows shows that write.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ApiError> {
+        let limit = self.config().write_timeout();
+        self.inner
+            .raft
+            .wait(Some(limit))
+            .applied_index_at_least(Some(index), "apply a write this node answers")
+            .await
+            .map_err(|e| ApiError::DeadlineExceeded(format!("waiting to apply {index}: {e}")))?;
+        Ok(())
+    }
+
     /// Read the applied state (no consistency check: see [`Node::read_barrier`]).
     pub fn read<R>(&self, f: impl FnOnce(&State, u64) -> R) -> R {
         self.inner.reader.read(|s, applied| f(s, applied.map_or(0, |l| l.index)))

@@ -293,3 +293,36 @@ async fn capacity_overflow_hands_the_call_to_another_node() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     cluster.shutdown().await;
 }
+
+/// A report answered by a follower shows the gateway as of that report:
+/// the follower forwards the write to the leader and must wait until it has
+/// applied the entry itself before it reads the gateway for the answer
+/// (found by the chaos harness's route workload set-up: a follower answered
+/// `in_service` to the report that took the gateway out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_at_a_follower_answers_with_the_status_it_set() {
+    let cluster = Cluster::start_with(3, |c| c.gateways.probe_interval_ms = 0).await;
+    put_gateway(&cluster, "gw-a", "127.0.0.1:5091", 10, 0).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = cluster.others(leader)[0];
+    for i in 0..10 {
+        let (outcome, expected) =
+            if i % 2 == 0 { ("timeout", "out_of_service") } else { ("ok", "in_service") };
+        let report = cluster
+            .gateways(follower)
+            .await
+            .report_outcome(pb::ReportOutcomeRequest {
+                id: "gw-a".into(),
+                outcome: outcome.into(),
+                retry_after_s: 60,
+                request_id: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(report.changed, "report {i} ({outcome}) changes the status");
+        let status = report.gateway.expect("the gateway").status;
+        assert_eq!(status, expected, "report {i} ({outcome}) at follower {follower}");
+    }
+    cluster.shutdown().await;
+}

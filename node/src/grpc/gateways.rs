@@ -81,7 +81,9 @@ impl Gateways for GatewaysService {
         let Outcome::GatewayStatus { changed, .. } = w.outcome else {
             return Err(unexpected(&w.outcome));
         };
-        // The gateway as this node has applied it (at least up to the write).
+        // The gateway as this node has applied it, at least up to the write:
+        // a follower forwarded it and may not have applied it yet.
+        self.node.wait_applied(w.index).await?;
         let gw = self
             .node
             .read(|s, _| s.gateways.get(&r.id).map(|g| gateway(g, s.calls.gateway_load(&g.id))));
