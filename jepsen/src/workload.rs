@@ -162,18 +162,14 @@ impl Recorded {
         self.locals.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn push(&self, op: Op) {
+    /// Record a completed operation (its id from [`Recorded::next_op_id`]).
+    pub(crate) fn push(&self, op: Op) {
         self.ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
     }
 
     /// A fresh operation id.
     pub(crate) fn next_op_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Record a completed operation (its id from [`Recorded::next_op_id`]).
-    pub(crate) fn push_op(&self, op: Op) {
-        self.push(op);
     }
 }
 

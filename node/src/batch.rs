@@ -287,6 +287,15 @@ mod tests {
         }
     }
 
+    /// Submit a write from its own task; the handle gives its answer.
+    fn submit_later(
+        batcher: &Batcher,
+        number: &str,
+    ) -> tokio::task::JoinHandle<Result<Written, ApiError>> {
+        let (b, c) = (batcher.clone(), command(number));
+        tokio::spawn(async move { b.submit(c).await })
+    }
+
     async fn until(what: &str, mut f: impl FnMut() -> bool) {
         for _ in 0..500 {
             if f() {
@@ -304,18 +313,12 @@ mod tests {
     async fn a_write_whose_caller_left_while_queued_is_never_proposed() {
         let raft = Held::default();
         let batcher = Batcher::spawn_on(raft.clone(), config(60_000));
-        let first = tokio::spawn({
-            let b = batcher.clone();
-            async move { b.submit(command("A")).await }
-        });
+        let first = submit_later(&batcher, "A");
         until("the first proposal", || raft.proposed().len() == 1).await;
         // The only slot is taken: B queues, and its caller leaves.
         let gone = tokio::time::timeout(Duration::from_millis(50), batcher.submit(command("B")));
         assert!(gone.await.is_err(), "B cannot have been answered: the slot is held");
-        let third = tokio::spawn({
-            let b = batcher.clone();
-            async move { b.submit(command("C")).await }
-        });
+        let third = submit_later(&batcher, "C");
         tokio::time::sleep(Duration::from_millis(20)).await;
         raft.release(0);
         assert_eq!(first.await.unwrap().unwrap().index, 1);
@@ -332,10 +335,7 @@ mod tests {
     async fn an_unanswered_proposal_times_out_and_frees_its_slot() {
         let raft = Held::default();
         let batcher = Batcher::spawn_on(raft.clone(), config(100));
-        let lost = tokio::spawn({
-            let b = batcher.clone();
-            async move { b.submit(command("lost")).await }
-        });
+        let lost = submit_later(&batcher, "lost");
         until("the first proposal", || raft.proposed().len() == 1).await;
         raft.lose(0);
         let err = tokio::time::timeout(Duration::from_secs(5), lost)
@@ -344,10 +344,7 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(matches!(err, ApiError::DeadlineExceeded(_)), "{err:?}");
-        let next = tokio::spawn({
-            let b = batcher.clone();
-            async move { b.submit(command("next")).await }
-        });
+        let next = submit_later(&batcher, "next");
         until("the next proposal", || raft.proposed().len() == 2).await;
         raft.release(1);
         let w = tokio::time::timeout(Duration::from_secs(5), next).await;

@@ -48,46 +48,59 @@ mod imp {
         enabled("stale-linearizable-reads")
     }
 
-    /// (from, to) address pairs whose RPCs fail. A std Mutex: never held
-    /// across an await.
-    static CUTS: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    /// A set of (from, to) address pairs, cut both ways at once. A std
+    /// Mutex: never held across an await.
+    struct Pairs(Mutex<BTreeSet<(String, String)>>);
 
-    fn cuts() -> std::sync::MutexGuard<'static, BTreeSet<(String, String)>> {
-        CUTS.lock().unwrap_or_else(|p| p.into_inner())
+    impl Pairs {
+        const fn new() -> Pairs {
+            Pairs(Mutex::new(BTreeSet::new()))
+        }
+
+        fn set(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, String)>> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        fn cut(&self, a: &str, b: &str) {
+            let mut c = self.set();
+            c.insert((a.to_owned(), b.to_owned()));
+            c.insert((b.to_owned(), a.to_owned()));
+        }
+
+        fn heal(&self, addr: &str) {
+            self.set().retain(|(a, b)| a != addr && b != addr);
+        }
+
+        fn contains(&self, from: &str, to: &str) -> bool {
+            let c = self.set();
+            !c.is_empty() && c.contains(&(from.to_owned(), to.to_owned()))
+        }
     }
+
+    /// Pairs whose RPCs fail.
+    static CUTS: Pairs = Pairs::new();
+    /// Pairs whose entry-carrying AppendEntries fail.
+    static REPLICATION_CUTS: Pairs = Pairs::new();
 
     pub fn cut(a: &str, b: &str) {
-        let mut c = cuts();
-        c.insert((a.to_owned(), b.to_owned()));
-        c.insert((b.to_owned(), a.to_owned()));
-    }
-
-    /// (from, to) address pairs whose entry-carrying AppendEntries fail.
-    static REPLICATION_CUTS: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
-
-    fn replication_cuts() -> std::sync::MutexGuard<'static, BTreeSet<(String, String)>> {
-        REPLICATION_CUTS.lock().unwrap_or_else(|p| p.into_inner())
+        CUTS.cut(a, b)
     }
 
     pub fn heal(addr: &str) {
-        cuts().retain(|(a, b)| a != addr && b != addr);
-        replication_cuts().retain(|(a, b)| a != addr && b != addr);
+        CUTS.heal(addr);
+        REPLICATION_CUTS.heal(addr);
     }
 
     pub fn is_cut(from: &str, to: &str) -> bool {
-        let c = cuts();
-        !c.is_empty() && c.contains(&(from.to_owned(), to.to_owned()))
+        CUTS.contains(from, to)
     }
 
     pub fn cut_replication(a: &str, b: &str) {
-        let mut c = replication_cuts();
-        c.insert((a.to_owned(), b.to_owned()));
-        c.insert((b.to_owned(), a.to_owned()));
+        REPLICATION_CUTS.cut(a, b)
     }
 
     pub fn is_replication_cut(from: &str, to: &str) -> bool {
-        let c = replication_cuts();
-        !c.is_empty() && c.contains(&(from.to_owned(), to.to_owned()))
+        REPLICATION_CUTS.contains(from, to)
     }
 
     /// Offsets set in-process, by node address.

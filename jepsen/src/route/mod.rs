@@ -352,7 +352,7 @@ async fn ready(
         let invoke_ns = rec.now_ns();
         let result = ask(api, node, digits, true).await;
         let answered = matches!(result, OpResult::Ok(_));
-        out.push_op(Op {
+        out.push(Op {
             id: out.next_op_id(),
             process: 0,
             key: digits.to_owned(),
