@@ -250,6 +250,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.node_config {
         let file = std::fs::canonicalize(file)
             .map_err(|e| anyhow!("--node-config {}: {e}", file.display()))?;
+        // Refused here with the reason, not as "no leader" after every
+        // node has failed to start on it.
+        crate::config::Config::from_file(&file).map_err(|e| anyhow!("--node-config: {e}"))?;
         serve_args.extend(["--config".to_string(), file.display().to_string()]);
     }
     let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
