@@ -521,19 +521,34 @@ fn found_version(message: &str) -> Option<u64> {
 
 /// The set workload's elements as node `id` reads them with a
 /// LINEARIZABLE list of registrations.
+///
+/// The list comes in pages, each a linearizable read of its own. That is
+/// still a valid set read: every element acknowledged before the first
+/// page was asked for is present in whichever later page covers it.
 pub async fn read_set(api: &Api, id: u64) -> Result<Vec<String>, tonic::Status> {
-    let resp = RegistrarClient::new(api.channel(id))
-        .list_registrations(req(pb::ListRegistrationsRequest {
-            consistency: pb::Consistency::Linearizable as i32,
-        }))
-        .await?;
-    Ok(resp
-        .into_inner()
-        .registrations
-        .into_iter()
-        .map(|r| r.number)
-        .filter(|n| n.starts_with(SET_PREFIX) && n.len() == SET_PREFIX.len() + 6)
-        .collect())
+    let mut client = RegistrarClient::new(api.channel(id));
+    let (mut found, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_registrations(req(pb::ListRegistrationsRequest {
+                consistency: pb::Consistency::Linearizable as i32,
+                page_size: 10_000,
+                page_token: std::mem::take(&mut token),
+                prefix: SET_PREFIX.to_string(),
+            }))
+            .await?
+            .into_inner();
+        found.extend(
+            page.registrations
+                .into_iter()
+                .map(|r| r.number)
+                .filter(|n| n.len() == SET_PREFIX.len() + 6),
+        );
+        if page.next_page_token.is_empty() {
+            return Ok(found);
+        }
+        token = page.next_page_token;
+    }
 }
 
 /// The final read of the set workload, retried until the healed cluster answers.

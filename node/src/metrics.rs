@@ -51,17 +51,13 @@ pub fn install(addr: SocketAddr, node: Node, mut stop: watch::Receiver<bool>) {
                     })
                     .collect();
                 // Registrations per controlling node (seed 002: the node
-                // that took the registration controls it). One pass over
-                // the bindings a second; cheap next to a snapshot.
+                // that took the registration controls it), from the
+                // table's own counters: no scan under the state lock.
                 let mut by_node = std::collections::BTreeMap::<u64, u64>::new();
                 for n in s.nodes.iter() {
                     by_node.insert(n.id, 0);
                 }
-                for (_, bindings) in s.registrations.iter() {
-                    for b in bindings {
-                        *by_node.entry(b.node).or_default() += 1;
-                    }
-                }
+                by_node.extend(s.registrations.count_by_node());
                 (s.registrations.len(), s.calls.len(), gateways, by_node)
             });
             metrics::gauge!("switchboard_registered_numbers", &labels).set(regs as f64);

@@ -58,6 +58,8 @@ async fn leader_stop_elects_a_new_leader_and_keeps_acknowledged_writes() {
             .await
             .list_registrations(pb::ListRegistrationsRequest {
                 consistency: pb::Consistency::Linearizable as i32,
+                page_size: 10_000,
+                ..Default::default()
             })
             .await
             .expect("list")

@@ -73,6 +73,8 @@ async fn count_linearizable(cluster: &Cluster, at: u64) -> usize {
         .await
         .list_registrations(pb::ListRegistrationsRequest {
             consistency: pb::Consistency::Linearizable as i32,
+            page_size: 10_000,
+            ..Default::default()
         })
         .await
         .expect("linearizable list")

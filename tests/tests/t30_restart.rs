@@ -14,6 +14,8 @@ async fn count_local(cluster: &Cluster, id: u64) -> Option<usize> {
         .await
         .list_registrations(pb::ListRegistrationsRequest {
             consistency: pb::Consistency::Local as i32,
+            page_size: 10_000,
+            ..Default::default()
         })
         .await
         .ok()?;
@@ -98,6 +100,8 @@ async fn whole_cluster_restart_keeps_every_acknowledged_write() {
         .await
         .list_registrations(pb::ListRegistrationsRequest {
             consistency: pb::Consistency::Linearizable as i32,
+            page_size: 10_000,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -127,21 +127,54 @@ impl Registrar for RegistrarService {
         req: Request<pb::ListRegistrationsRequest>,
     ) -> Result<Response<pb::ListRegistrationsResponse>, Status> {
         let r = req.into_inner();
+        let size = match r.page_size {
+            0 => DEFAULT_PAGE,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        if r.page_token.len() > MAX_TOKEN || r.prefix.len() > MAX_TOKEN {
+            return Err(Status::invalid_argument(format!(
+                "page_token and prefix are at most {MAX_TOKEN} bytes"
+            )));
+        }
         self.node.read_barrier(consistency(r.consistency)?).await?;
         let now = self.node.cluster_now();
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        // Numbers whose bindings have all lapsed (not yet swept) are
+        // skipped; the scan is still bounded, so one page never holds the
+        // state lock for long: a page may come back short with a token.
+        let budget = size.saturating_mul(4);
         Ok(Response::new(self.node.read(|s, applied| {
+            let mut page = Vec::new();
+            let mut last = None;
+            let mut more = false;
+            let numbers = s.registrations.iter_from(after, &r.prefix);
+            for (scanned, (number, _)) in numbers.enumerate() {
+                if page.len() == size || scanned == budget {
+                    more = true;
+                    break;
+                }
+                last = Some(number);
+                let bindings: Vec<_> = lookup(s, number, now).into_iter().map(binding).collect();
+                if !bindings.is_empty() {
+                    page.push(pb::Registration { number: number.to_owned(), bindings });
+                }
+            }
             pb::ListRegistrationsResponse {
-                registrations: s
-                    .registrations
-                    .iter()
-                    .map(|(number, _)| pb::Registration {
-                        number: number.to_owned(),
-                        bindings: lookup(s, number, now).into_iter().map(binding).collect(),
-                    })
-                    .filter(|r| !r.bindings.is_empty())
-                    .collect(),
+                registrations: page,
                 applied_index: applied,
+                next_page_token: if more {
+                    last.unwrap_or_default().to_owned()
+                } else {
+                    String::new()
+                },
             }
         })))
     }
 }
+
+/// Numbers in a registrations page when the request names no size.
+const DEFAULT_PAGE: usize = 1_000;
+/// Most numbers in one page (a larger page_size is lowered to it).
+const MAX_PAGE: usize = 10_000;
+/// Longest page_token or prefix accepted, bytes.
+const MAX_TOKEN: usize = 256;

@@ -128,11 +128,7 @@ async fn housekeeping(node: &Node, term: u64) {
     tick_clock(node, term).await;
     install_sip_secret(node, term).await;
     let now = node.cluster_now();
-    let (expired, due) = node.read(|s, _| {
-        let expired =
-            s.registrations.iter().any(|(_, bindings)| bindings.iter().any(|b| !b.is_live(now)));
-        (expired, purges_due(s, now))
-    });
+    let (expired, due) = node.read(|s, _| (s.registrations.any_expired(now), purges_due(s, now)));
     if expired {
         if let Err(e) = node.decide(term, Command::ExpireBindings).await {
             warn!(error = %e, "expiry sweep failed; will retry");

@@ -344,12 +344,16 @@ fn apply_one(state: &mut State, term: u64, command: &Command) -> Applied {
         }
         Command::Refresh { number, device_id, generation, ttl_ms } => {
             let missing = || not_found(format!("no live binding of {device_id} under {number}"));
-            let b = state.registrations.get_mut(number, device_id).ok_or_else(missing)?;
+            let b = state.registrations.bindings(number).iter().find(|b| b.device_id == *device_id);
+            let b = b.ok_or_else(missing)?;
             if !b.is_live(now) || generation.is_some_and(|g| g != b.generation) {
                 return Err(missing());
             }
-            b.expires_at_ms = now.saturating_add(*ttl_ms);
-            Ok(Outcome::Refreshed { number: number.clone(), binding: b.clone() })
+            let binding = state.registrations.modify(number, device_id, |b| {
+                b.expires_at_ms = now.saturating_add(*ttl_ms);
+                b.clone()
+            });
+            Ok(Outcome::Refreshed { number: number.clone(), binding: binding.ok_or_else(missing)? })
         }
         Command::SipRegister { number, call_id, cseq, node, remove_all, contacts } => {
             sip_register(state, now, number, call_id, *cseq, *node, *remove_all, contacts)
@@ -361,9 +365,9 @@ fn apply_one(state: &mut State, term: u64, command: &Command) -> Applied {
             });
             Ok(Outcome::Unregistered { number: number.clone(), removed })
         }
-        Command::ExpireBindings => Ok(Outcome::BindingsRemoved {
-            removed: state.registrations.remove_all_where(|b| !b.is_live(now)),
-        }),
+        Command::ExpireBindings => {
+            Ok(Outcome::BindingsRemoved { removed: state.registrations.remove_expired(now) })
+        }
 
         Command::PutRoute(route) => {
             state.dial_plan.put(route.clone());

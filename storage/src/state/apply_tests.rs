@@ -22,6 +22,7 @@ impl Replica {
         self.index += 1;
         let out = apply(&mut self.state, self.index, at_ms, &cmd);
         self.state.calls.check_invariants().unwrap();
+        self.state.registrations.check_invariants().unwrap();
         out
     }
 

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use imbl::OrdMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::NodeId;
@@ -74,7 +76,8 @@ pub struct NodeLoad {
 /// zero entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Calls {
-    by_id: BTreeMap<String, Call>,
+    /// A persistent map: a snapshot clones it in O(1).
+    by_id: OrdMap<String, Call>,
     node_load: BTreeMap<NodeId, NodeLoad>,
     gateway_load: BTreeMap<String, u32>,
 }

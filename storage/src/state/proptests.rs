@@ -251,6 +251,7 @@ proptest! {
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(out_a, out_b);
         prop_assert!(a.calls.check_invariants().is_ok(), "{:?}", a.calls.check_invariants());
+        prop_assert!(a.registrations.check_invariants().is_ok(), "{:?}", a.registrations.check_invariants());
     }
 
     /// A replica that restarts from an encoded snapshot at any point and
@@ -287,6 +288,7 @@ proptest! {
                 prop_assert_eq!(&expected, &state, "{:?} failed with {:?} but changed the state", cmd, out);
             }
             prop_assert!(state.calls.check_invariants().is_ok(), "{:?}", state.calls.check_invariants());
+            prop_assert!(state.registrations.check_invariants().is_ok(), "{:?}", state.registrations.check_invariants());
             for digits in ["1000", "95551234", "2000", "x"] {
                 let _ = route(&state, &RouteRequest { digits, origin_node: Some(1), now_ms: *at, spread: i as u64 });
             }

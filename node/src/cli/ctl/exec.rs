@@ -18,8 +18,8 @@ use super::conn::{describe, parse_endpoint, Conn, MAX_MESSAGE};
 use super::render::{self, join, json, lines, meta_pairs, now_ms, MembersFrom};
 use super::{
     CallCommand, ClusterCommand, CtlCommand, DialplanCommand, GatewayCommand, LookupArgs,
-    NodeCommand, ReadArgs, RefreshArgs, RegisterArgs, RouteArgs, UnregisterArgs, UserCommand,
-    UserPutArgs,
+    NodeCommand, ReadArgs, RefreshArgs, RegisterArgs, RegistrationsArgs, RouteArgs, UnregisterArgs,
+    UserCommand, UserPutArgs,
 };
 use crate::sip::digest::{ha1, Algorithm};
 
@@ -102,7 +102,7 @@ pub async fn execute(conn: &Conn, as_json: bool, command: CtlCommand) -> anyhow:
         CtlCommand::Refresh(a) => refresh(conn, as_json, a, now).await?,
         CtlCommand::Unregister(a) => unregister(conn, as_json, a, now).await?,
         CtlCommand::Lookup(a) => lookup(conn, as_json, a, now).await?,
-        CtlCommand::Registrations(read) => registrations(conn, as_json, read, now).await?,
+        CtlCommand::Registrations(a) => registrations(conn, as_json, a, now).await?,
         CtlCommand::Route(a) => route(conn, as_json, a).await?,
         CtlCommand::Gateway(g) => gateway(conn, as_json, g, now).await?,
         CtlCommand::Dialplan(d) => dialplan(conn, as_json, d).await?,
@@ -187,19 +187,42 @@ async fn lookup(conn: &Conn, as_json: bool, a: LookupArgs, now: u64) -> anyhow::
 }
 
 /// `registrations`.
+///
+/// Pages through the list (each page its own read at the asked
+/// consistency); with `--limit`, stops there and the JSON carries the
+/// token to go on from.
 async fn registrations(
     conn: &Conn,
     as_json: bool,
-    read: ReadArgs,
+    a: RegistrationsArgs,
     now: u64,
 ) -> anyhow::Result<String> {
-    let req = pb::ListRegistrationsRequest { consistency: consistency(read) };
-    let r = rpc!(conn, RegistrarClient.list_registrations(req))?;
-    if as_json {
-        return json(&r);
+    let limit = a.limit.unwrap_or(usize::MAX);
+    let mut all = pb::ListRegistrationsResponse::default();
+    while all.registrations.len() < limit {
+        let want = (limit - all.registrations.len()).min(PAGE);
+        let req = pb::ListRegistrationsRequest {
+            consistency: consistency(a.read),
+            page_size: want as u32,
+            page_token: std::mem::take(&mut all.next_page_token),
+            prefix: a.prefix.clone(),
+        };
+        let page = rpc!(conn, RegistrarClient.list_registrations(req))?;
+        all.registrations.extend(page.registrations);
+        all.applied_index = page.applied_index;
+        all.next_page_token = page.next_page_token;
+        if all.next_page_token.is_empty() {
+            break;
+        }
     }
-    Ok(render::registrations_table(&r.registrations, now))
+    if as_json {
+        return json(&all);
+    }
+    Ok(render::registrations_table(&all.registrations, now))
 }
+
+/// Numbers asked for per page by `registrations`.
+const PAGE: usize = 5_000;
 
 /// `route`.
 async fn route(conn: &Conn, as_json: bool, a: RouteArgs) -> anyhow::Result<String> {

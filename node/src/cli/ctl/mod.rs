@@ -95,8 +95,8 @@ pub enum CtlCommand {
     Unregister(UnregisterArgs),
     /// The live bindings of a number, best first.
     Lookup(LookupArgs),
-    /// Every number with its live bindings.
-    Registrations(ReadArgs),
+    /// Numbers with their live bindings, in number order (fetched in pages).
+    Registrations(RegistrationsArgs),
     /// Route dialled digits: ordered targets and the handling node.
     Route(RouteArgs),
     /// Destination gateways.
@@ -223,6 +223,20 @@ pub struct LookupArgs {
     /// The number.
     pub number: String,
     /// Read consistency.
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// Arguments of `registrations`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistrationsArgs {
+    /// Only numbers that start with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Stop after this many numbers (default: all of them).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Read consistency (of each page).
     #[command(flatten)]
     pub read: ReadArgs,
 }
