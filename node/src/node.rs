@@ -150,6 +150,11 @@ impl Node {
         self.inner.reader.read(|s, applied| f(s, applied.map_or(0, |l| l.index)))
     }
 
+    /// What the last snapshot built on this node since it started cost.
+    pub fn last_snapshot_built(&self) -> Option<switchboard_storage::sm_store::SnapshotStats> {
+        self.inner.reader.last_snapshot_built()
+    }
+
     /// The cluster's SIP nonce secret (the registrar mints and checks
     /// digest nonces with it), once the first leader has installed it.
     /// Every node holds the same one, so a nonce from any node is accepted

@@ -102,6 +102,19 @@ fn read_persisted(engine: &dyn Engine) -> Result<Option<(SnapshotMeta, Vec<u8>)>
     }
 }
 
+/// What the last snapshot this node built cost (local, never replicated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Last log index the snapshot covers.
+    pub index: u64,
+    /// Time the state lock was held for the consistent view, µs.
+    pub view_us: u64,
+    /// From the view to the snapshot on disk (encode, write, fsync), ms.
+    pub build_ms: u64,
+    /// Encoded size, bytes.
+    pub bytes: u64,
+}
+
 /// State shared by the store, its snapshot builders and readers.
 struct Shared {
     engine: SharedEngine,
@@ -118,6 +131,8 @@ struct Shared {
     /// this node applied it (local metadata, never persisted or replicated:
     /// readers carry the clock forward from here, see [`StateReader::clock`]).
     clock_at: Arc<Mutex<(u64, Instant)>>,
+    /// The last snapshot built here, for operators and the bench.
+    last_built: Arc<Mutex<Option<SnapshotStats>>>,
 }
 
 impl Shared {
@@ -169,6 +184,7 @@ impl Shared {
 pub struct StateReader {
     applied: Arc<RwLock<Applied>>,
     clock_at: Arc<Mutex<(u64, Instant)>>,
+    last_built: Arc<Mutex<Option<SnapshotStats>>>,
 }
 
 impl fmt::Debug for StateReader {
@@ -193,6 +209,11 @@ impl StateReader {
     /// forward by the time since, instead of trusting its own wall clock.
     pub fn clock(&self) -> (u64, Instant) {
         *self.clock_at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the last snapshot built on this node since it started cost.
+    pub fn last_snapshot_built(&self) -> Option<SnapshotStats> {
+        *self.last_built.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -247,6 +268,7 @@ impl StateMachineStore {
                 current: Mutex::new(current),
                 counter: AtomicU64::new(counter),
                 feed,
+                last_built: Arc::default(),
             }),
         })
     }
@@ -261,6 +283,7 @@ impl StateMachineStore {
         StateReader {
             applied: Arc::clone(&self.shared.applied),
             clock_at: Arc::clone(&self.shared.clock_at),
+            last_built: Arc::clone(&self.shared.last_built),
         }
     }
 }
@@ -284,7 +307,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // clone shares their nodes and takes microseconds even with a
         // million bindings; `apply` then carries on (copying only the paths
         // it changes) while this view is encoded and synced below.
+        let started = Instant::now();
         let view: Applied = self.shared.applied.read().map_err(|_| poisoned())?.clone();
+        let view_us = started.elapsed().as_micros() as u64;
 
         let shared = Arc::clone(&self.shared);
         blocking(shared.engine.io_time_limit(), move || {
@@ -304,6 +329,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // it is returned to openraft (which may then purge the log up to
             // it).
             shared.persist(&meta, data.clone(), true)?;
+            let stats = SnapshotStats {
+                index: meta.last_log_id.map_or(0, |l| l.index),
+                view_us,
+                build_ms: started.elapsed().as_millis() as u64,
+                bytes: data.len() as u64,
+            };
+            tracing::info!(?stats, "snapshot built");
+            *shared.last_built.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
             Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
         })
         .await

@@ -237,3 +237,46 @@ async fn restored_leader_reads_nothing_older_than_acknowledged_writes_after_a_po
     }
     cluster.shutdown().await;
 }
+
+/// `Snapshot` builds a snapshot of the answering node's state at once,
+/// answers with what it cost, and a restart from it keeps every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_asked_for_is_built_at_once_and_restarts_hold_it() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    let node = cluster.others(leader)[0];
+    let mut r = cluster.registrar(leader).await;
+    for i in 0..40u32 {
+        let n = format!("3{i:03}");
+        r.register(register(&n, "d", "sip:d@h")).await.expect("register");
+    }
+    let applied = cluster.status(leader).await.expect("status").applied_index;
+    let before = cluster.status(node).await.expect("status").snapshot_index;
+    assert!(before < applied, "already snapshotted at {before}: the test proves nothing");
+    let snap = eventually(Duration::from_secs(5), "follower applies", || {
+        let c = &cluster;
+        async move {
+            let mut client = c.cluster(node).await;
+            let s = client.snapshot(pb::SnapshotRequest {}).await.ok()?.into_inner();
+            (s.index >= applied).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(snap.node_id, node);
+    assert!(snap.bytes > 0 && snap.build_ms < 60_000, "{snap:?}");
+    assert_eq!(cluster.status(node).await.expect("status").snapshot_index, snap.index);
+
+    cluster.stop_node(node).await;
+    cluster.start_node(node).await;
+    let got = eventually(Duration::from_secs(10), "restarted node reads", || {
+        let c = &cluster;
+        async move {
+            let l = c.registrar(node).await.lookup(lookup("3039", false)).await;
+            let l = l.ok()?.into_inner();
+            (!l.bindings.is_empty()).then_some(l)
+        }
+    })
+    .await;
+    assert_eq!(got.bindings[0].contact, "sip:d@h");
+    cluster.shutdown().await;
+}

@@ -229,4 +229,32 @@ impl Cluster for ClusterService {
             meta: meta(&w),
         }))
     }
+    async fn snapshot(
+        &self,
+        _req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let target = self.node.read(|_, applied| applied);
+        if target == 0 {
+            return Err(ApiError::FailedPrecondition("nothing applied yet".into()).into());
+        }
+        let raft = self.node.raft();
+        raft.trigger().snapshot().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        // Every storage step of the build is bounded by the I/O limit; the
+        // wait is bounded by a little more than one of them.
+        let limit = Duration::from_millis(self.node.config().storage.io_timeout_ms) * 2;
+        let m = raft
+            .wait(Some(limit))
+            .metrics(|m| m.snapshot.is_some_and(|l| l.index >= target), "snapshot")
+            .await
+            .map_err(|e| Status::deadline_exceeded(format!("snapshot not built: {e}")))?;
+        let index = m.snapshot.map_or(0, |l| l.index);
+        let built = self.node.last_snapshot_built().filter(|b| b.index == index);
+        Ok(Response::new(pb::SnapshotResponse {
+            node_id: self.node.id(),
+            index,
+            build_ms: built.map_or(0, |b| b.build_ms),
+            view_us: built.map_or(0, |b| b.view_us),
+            bytes: built.map_or(0, |b| b.bytes),
+        }))
+    }
 }

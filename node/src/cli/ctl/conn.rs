@@ -336,6 +336,12 @@ mod tests {
         ) -> Result<tonic::Response<pb::ResumeNodeResponse>, Status> {
             Err(Status::unimplemented(""))
         }
+        async fn snapshot(
+            &self,
+            _: tonic::Request<pb::SnapshotRequest>,
+        ) -> Result<tonic::Response<pb::SnapshotResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
     }
 
     /// Serve `fake` on a fresh local port; its address.

@@ -278,6 +278,19 @@ async fn cluster(conn: &Conn, as_json: bool, command: ClusterCommand) -> anyhow:
             let r = rpc!(conn, ClusterClient.remove_node(pb::RemoveNodeRequest { id }))?;
             membership_changed(as_json, &r, r.status.as_ref(), format!("removed node {id}"))
         }
+        ClusterCommand::Snapshot => {
+            let r = rpc!(conn, ClusterClient.snapshot(pb::SnapshotRequest {}))?;
+            if as_json {
+                return json(&r);
+            }
+            Ok(lines(&[
+                ("node", r.node_id.to_string()),
+                ("index", r.index.to_string()),
+                ("bytes", r.bytes.to_string()),
+                ("build_ms", r.build_ms.to_string()),
+                ("view_us", r.view_us.to_string()),
+            ]))
+        }
     }
 }
 

@@ -491,6 +491,9 @@ pub enum ClusterCommand {
         /// Node id.
         id: u64,
     },
+    /// Build a snapshot of the answering node's state now (the first
+    /// endpoint that answers; name one node with --endpoints).
+    Snapshot,
 }
 
 /// Arguments of `watch`.
