@@ -63,6 +63,17 @@ pub struct BenchArgs {
     /// its time, so that periodic stalls show their period.
     #[arg(long, conflicts_with_all = ["compare", "sip"])]
     pub stalls: Option<u64>,
+    /// Measure scale instead: load --scale-registrations registrations and
+    /// --scale-calls calls, then time a snapshot on every node, a restart
+    /// and a node added, with each node's memory and route latency.
+    #[arg(long, conflicts_with_all = ["compare", "sip", "stalls"])]
+    pub scale: bool,
+    /// With --scale: registrations to load.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub scale_registrations: u64,
+    /// With --scale: calls to load.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub scale_calls: u64,
     /// A node configuration file (TOML, as for `serve --config`) every
     /// node starts with, e.g. to measure other Raft timings; the command
     /// line's id, addresses and data directory win over it.
@@ -72,10 +83,10 @@ pub struct BenchArgs {
 
 /// Latency samples (µs) and a count.
 #[derive(Default)]
-struct Samples(Vec<u64>);
+pub(super) struct Samples(pub(super) Vec<u64>);
 
 impl Samples {
-    fn pct(&mut self, p: f64) -> f64 {
+    pub(super) fn pct(&mut self, p: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;
         }
@@ -242,6 +253,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.sip {
         return super::sipbench::run(&args).await;
+    }
+    if args.scale {
+        return super::scale::run(&args).await;
     }
     if let Some(threshold_ms) = args.stalls {
         return stalls(&args, threshold_ms).await;

@@ -70,7 +70,7 @@ pub fn read_number(n: u64) -> String {
 }
 
 /// A contact URI of [`VALUE_LEN`] bytes.
-fn contact(n: u64) -> String {
+pub(super) fn contact(n: u64) -> String {
     let mut c = format!("sip:{n}@bench.invalid;x=");
     while c.len() < VALUE_LEN {
         c.push('a');
@@ -78,7 +78,7 @@ fn contact(n: u64) -> String {
     c
 }
 
-fn register(number: String, n: u64) -> pb::RegisterRequest {
+pub(super) fn register(number: String, n: u64) -> pb::RegisterRequest {
     pb::RegisterRequest {
         number,
         device_id: "bench".into(),

@@ -68,6 +68,8 @@ pub struct LocalCluster {
     sip_addrs: Vec<String>,
     /// The `--config` file of every node, if any.
     config: Option<PathBuf>,
+    /// How many of the nodes (the first ones) form the initial cluster.
+    initial: usize,
     /// The child of node i at index i - 1; `None` for a node not running.
     /// Behind a mutex so that [`LocalCluster::first_exit`] can run next to
     /// RPCs that borrow the cluster too; never locked across an await.
@@ -100,6 +102,7 @@ impl LocalCluster {
     ) -> anyhow::Result<LocalCluster> {
         let exe = std::env::current_exe().context("cannot find this program's path")?;
         let children = Mutex::new(addrs.iter().map(|_| None).collect());
+        let initial = addrs.len();
         Ok(LocalCluster {
             exe,
             root,
@@ -110,6 +113,7 @@ impl LocalCluster {
             env: Vec::new(),
             sip_addrs: Vec::new(),
             config: None,
+            initial,
             children,
         })
     }
@@ -118,6 +122,13 @@ impl LocalCluster {
     /// instead of discarding them.
     pub fn with_log_files(mut self) -> LocalCluster {
         self.log_files = true;
+        self
+    }
+
+    /// Only the first `n` nodes form the initial cluster; the others are
+    /// spare addresses for nodes added later (`Cluster.AddNode`).
+    pub fn with_initial_members(mut self, n: usize) -> LocalCluster {
+        self.initial = n.clamp(1, self.addrs.len());
         self
     }
 
@@ -186,8 +197,13 @@ impl LocalCluster {
 
     /// The `--initial-cluster` value: `1=<addr>,2=<addr>,...`.
     fn initial_cluster(&self) -> String {
-        let members: Vec<String> =
-            self.addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let members: Vec<String> = self
+            .addrs
+            .iter()
+            .take(self.initial)
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
         members.join(",")
     }
 

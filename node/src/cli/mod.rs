@@ -7,5 +7,6 @@ pub mod ctl;
 pub mod dev;
 pub mod etcd;
 pub mod local;
+pub mod scale;
 pub mod serve;
 pub mod sipbench;
