@@ -83,10 +83,10 @@ pub struct BenchArgs {
 
 /// Latency samples (µs) and a count.
 #[derive(Default)]
-pub(super) struct Samples(pub(super) Vec<u64>);
+struct Samples(Vec<u64>);
 
 impl Samples {
-    pub(super) fn pct(&mut self, p: f64) -> f64 {
+    fn pct(&mut self, p: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;
         }
@@ -142,24 +142,37 @@ async fn writes(cluster: &LocalCluster, clients: usize, secs: u64) -> (f64, f64,
     (rate, all.pct(0.5), all.pct(0.99), errors.load(Ordering::Relaxed))
 }
 
-async fn routes(cluster: &LocalCluster, secs: u64, per_sec: Option<f64>) -> (f64, f64, f64) {
+/// `Route` from local state at node 1 for `secs` with 32 clients (each at
+/// most `per_sec / 32` a second when given); each request's digits are
+/// `digits(r)` for a fresh random `r`. (routes/s, p50 ms, p99 ms).
+pub(super) async fn routes(
+    cluster: &LocalCluster,
+    secs: u64,
+    per_sec: Option<f64>,
+    digits: impl Fn(u64) -> String + Clone + Send + 'static,
+) -> (f64, f64, f64) {
     let clients = 32;
     let until = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for c in 0..clients {
         let mut client = RouterClient::new(cluster.channel(0));
+        let digits = digits.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let gap = per_sec.map(|r| Duration::from_secs_f64(clients as f64 / r));
             let mut next = Instant::now() + Duration::from_micros(c as u64 * 137);
+            let mut random = 0x9E37_79B9_7F4A_7C15u64 ^ c as u64;
             while Instant::now() < until {
                 if let Some(g) = gap {
                     tokio::time::sleep_until(next.into()).await;
                     next += g;
                 }
+                let req = pb::RouteRequest {
+                    digits: digits(super::compare::next_random(&mut random)),
+                    origin_node: 1,
+                    consistency: 0,
+                };
                 let t = Instant::now();
-                let req =
-                    pb::RouteRequest { digits: "95551234".into(), origin_node: 1, consistency: 0 };
                 if client.route(req).await.is_ok() {
                     lat.push(t.elapsed().as_micros() as u64);
                 }
@@ -323,9 +336,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "\nredirects (Route from local state at node 1, 32 clients, {} s each):",
         args.seconds
     );
-    let (max_rate, p50, p99) = routes(&cluster, args.seconds, None).await;
+    let (max_rate, p50, p99) = routes(&cluster, args.seconds, None, |_| "95551234".into()).await;
     println!("  flat out:   {max_rate:>9.0} routes/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
-    let (rate, p50, p99) = routes(&cluster, args.seconds, Some(max_rate / 2.0)).await;
+    let (rate, p50, p99) =
+        routes(&cluster, args.seconds, Some(max_rate / 2.0), |_| "95551234".into()).await;
     println!("  half load:  {rate:>9.0} routes/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
 
     if args.failovers > 0 && args.nodes >= 3 {

@@ -94,7 +94,7 @@ pub(super) fn register(number: String, n: u64) -> pb::RegisterRequest {
 
 /// xorshift64*: a cheap per-client random stream (no crate needed for
 /// picking keys).
-fn next_random(state: &mut u64) -> u64 {
+pub(super) fn next_random(state: &mut u64) -> u64 {
     *state ^= *state >> 12;
     *state ^= *state << 25;
     *state ^= *state >> 27;

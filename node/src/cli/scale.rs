@@ -27,10 +27,9 @@ use switchboard_proto::v1::calls_client::CallsClient;
 use switchboard_proto::v1::cluster_client::ClusterClient;
 use switchboard_proto::v1::dial_plan_client::DialPlanClient;
 use switchboard_proto::v1::registrar_client::RegistrarClient;
-use switchboard_proto::v1::router_client::RouterClient;
 use tonic::transport::Channel;
 
-use super::bench::{BenchArgs, Samples};
+use super::bench::{routes, BenchArgs};
 use super::compare;
 use super::local::LocalCluster;
 
@@ -106,7 +105,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let secs = t.elapsed().as_secs_f64();
         println!("loaded {calls} calls in {secs:.0} s ({:.0}/s)", calls as f64 / secs);
     }
-    let applied = caught_up(&cluster, members, None).await?;
+    let applied = caught_up(&cluster, members).await?;
     println!("every node applied index {applied}");
     print_rss("after the load", &pids);
 
@@ -141,9 +140,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     // Routes to registered numbers from local state at one node.
     println!("\nredirects (Route to registered numbers, LOCAL, at node 1, 32 clients, 5 s each):");
-    let (max_rate, p50, p99) = routes(&cluster, regs, None).await;
+    let (max_rate, p50, p99) = routes(&cluster, 5, None, move |r| number(r % regs)).await;
     println!("  flat out:   {max_rate:>9.0} routes/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
-    let (rate, p50, p99) = routes(&cluster, regs, Some(max_rate / 2.0)).await;
+    let (rate, p50, p99) =
+        routes(&cluster, 5, Some(max_rate / 2.0), move |r| number(r % regs)).await;
     println!(
         "  half load:  {rate:>9.0} routes/s  p50 {p50:.3} ms  p99 {p99:.3} ms (target p99 < 1 ms)"
     );
@@ -151,7 +151,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // A follower killed and restarted from its data directory.
     let leader = cluster.wait_leader(Duration::from_secs(10), true).await? as usize;
     let victim = if leader == members { 1 } else { members };
-    let target = caught_up(&cluster, members, None).await?;
+    let target = caught_up(&cluster, members).await?;
     cluster.kill(victim).await?;
     let t = Instant::now();
     pids[victim - 1] = cluster.spawn(victim, false)?.context("node without a pid")?;
@@ -166,7 +166,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let addr = cluster.addrs()[spare - 1].clone();
     let t = Instant::now();
     let new_pid = cluster.spawn(spare, false)?.context("node without a pid")?;
-    let target = caught_up(&cluster, members, None).await?;
+    let target = caught_up(&cluster, members).await?;
     let leader = cluster.wait_leader(Duration::from_secs(10), true).await? as usize;
     let mut req = tonic::Request::new(pb::AddNodeRequest { id: spare as u64, addr });
     req.set_timeout(CATCH_UP_LIMIT);
@@ -227,21 +227,22 @@ where
             }
         }));
     }
-    let start = Instant::now();
-    let mut all = futures_join(tasks);
-    loop {
-        tokio::select! {
-            _ = &mut all => break,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {
+    let progress = {
+        let (done, what) = (done.clone(), what.to_string());
+        let start = Instant::now();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
                 let d = done.load(Ordering::Relaxed);
-                println!(
-                    "  {what}: {d} of {n} after {:.0} s ({:.0}/s)",
-                    start.elapsed().as_secs_f64(),
-                    d as f64 / start.elapsed().as_secs_f64()
-                );
+                let secs = start.elapsed().as_secs_f64();
+                println!("  {what}: {d} of {n} after {secs:.0} s ({:.0}/s)", d as f64 / secs);
             }
-        }
+        })
+    };
+    for t in tasks {
+        let _ = t.await;
     }
+    progress.abort();
     let (d, f) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     if d < n {
         bail!(
@@ -251,32 +252,13 @@ where
     Ok(())
 }
 
-/// Wait for every task (a join-all without another crate).
-fn futures_join(
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        for t in tasks {
-            let _ = t.await;
-        }
-    })
-}
-
-/// Wait until nodes 1..=members have applied at least `at_least` (or, for
-/// `None`, the leader's applied index); returns the index waited for.
-async fn caught_up(
-    cluster: &LocalCluster,
-    members: usize,
-    at_least: Option<u64>,
-) -> anyhow::Result<u64> {
+/// Wait until nodes 1..=members have applied the leader's applied index
+/// (asked now); returns that index.
+async fn caught_up(cluster: &LocalCluster, members: usize) -> anyhow::Result<u64> {
     let deadline = Instant::now() + CATCH_UP_LIMIT;
-    let target = match at_least {
-        Some(t) => t,
-        None => {
-            let leader = cluster.wait_leader(Duration::from_secs(10), true).await? as usize;
-            status(cluster, leader).await.ok_or_else(|| anyhow!("the leader does not answer"))?.1
-        }
-    };
+    let leader = cluster.wait_leader(Duration::from_secs(10), true).await? as usize;
+    let target =
+        status(cluster, leader).await.ok_or_else(|| anyhow!("the leader does not answer"))?.1;
     for id in 1..=members {
         while status(cluster, id).await.is_none_or(|(_, applied)| applied < target) {
             if Instant::now() > deadline {
@@ -353,45 +335,6 @@ impl Writer {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap_or(f64::NAN)
     }
-}
-
-/// Routes to random registered numbers at node 1 for 5 s (rate-limited
-/// to `per_sec` when given): (routes/s, p50 ms, p99 ms).
-async fn routes(cluster: &LocalCluster, regs: u64, per_sec: Option<f64>) -> (f64, f64, f64) {
-    let (clients, secs) = (32usize, 5u64);
-    let until = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let mut client = RouterClient::new(cluster.channel(0));
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let gap = per_sec.map(|r| Duration::from_secs_f64(clients as f64 / r));
-            let mut next = Instant::now() + Duration::from_micros(c as u64 * 137);
-            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ c as u64;
-            while Instant::now() < until {
-                if let Some(g) = gap {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += g;
-                }
-                // xorshift: a spread of numbers over the whole table.
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let req =
-                    pb::RouteRequest { digits: number(x % regs), origin_node: 1, consistency: 0 };
-                let t = Instant::now();
-                if client.route(req).await.is_ok() {
-                    lat.push(t.elapsed().as_micros() as u64);
-                }
-            }
-            lat
-        }));
-    }
-    let mut all = Samples::default();
-    for t in tasks {
-        all.0.extend(t.await.unwrap_or_default());
-    }
-    (all.0.len() as f64 / secs as f64, all.pct(0.5), all.pct(0.99))
 }
 
 /// Print every node's resident memory.

@@ -344,16 +344,15 @@ fn apply_one(state: &mut State, term: u64, command: &Command) -> Applied {
         }
         Command::Refresh { number, device_id, generation, ttl_ms } => {
             let missing = || not_found(format!("no live binding of {device_id} under {number}"));
-            let b = state.registrations.bindings(number).iter().find(|b| b.device_id == *device_id);
-            let b = b.ok_or_else(missing)?;
-            if !b.is_live(now) || generation.is_some_and(|g| g != b.generation) {
-                return Err(missing());
-            }
-            let binding = state.registrations.modify(number, device_id, |b| {
+            let refreshed = state.registrations.modify(number, device_id, |b| {
+                if !b.is_live(now) || generation.is_some_and(|g| g != b.generation) {
+                    return None; // unchanged
+                }
                 b.expires_at_ms = now.saturating_add(*ttl_ms);
-                b.clone()
+                Some(b.clone())
             });
-            Ok(Outcome::Refreshed { number: number.clone(), binding: binding.ok_or_else(missing)? })
+            let binding = refreshed.flatten().ok_or_else(missing)?;
+            Ok(Outcome::Refreshed { number: number.clone(), binding })
         }
         Command::SipRegister { number, call_id, cseq, node, remove_all, contacts } => {
             sip_register(state, now, number, call_id, *cseq, *node, *remove_all, contacts)

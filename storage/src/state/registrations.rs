@@ -71,6 +71,19 @@ pub struct Registrations {
     per_node: BTreeMap<NodeId, u64>,
 }
 
+/// What the indexes keep of one binding.
+struct Indexed {
+    expires_at_ms: u64,
+    device_id: String,
+    node: NodeId,
+}
+
+impl Indexed {
+    fn of(b: &Binding) -> Self {
+        Indexed { expires_at_ms: b.expires_at_ms, device_id: b.device_id.clone(), node: b.node }
+    }
+}
+
 /// What a snapshot holds of [`Registrations`].
 #[derive(Serialize, Deserialize)]
 struct Table {
@@ -80,13 +93,13 @@ struct Table {
 impl From<Table> for Registrations {
     fn from(t: Table) -> Self {
         let mut r = Registrations { by_number: t.by_number, ..Default::default() };
-        let all: Vec<(String, Binding)> = r
+        let all: Vec<(String, Indexed)> = r
             .by_number
             .iter()
-            .flat_map(|(n, list)| list.iter().map(move |b| (n.clone(), b.clone())))
+            .flat_map(|(n, list)| list.iter().map(move |b| (n.clone(), Indexed::of(b))))
             .collect();
-        for (number, b) in &all {
-            r.index(number, b, true);
+        for (number, b) in all {
+            r.index(&number, b, true);
         }
         r
     }
@@ -154,8 +167,8 @@ impl Registrations {
     }
 
     /// Add (`add`) or drop `b` from the indexes.
-    fn index(&mut self, number: &str, b: &Binding, add: bool) {
-        let key = (b.expires_at_ms, number.to_owned(), b.device_id.clone());
+    fn index(&mut self, number: &str, b: Indexed, add: bool) {
+        let key = (b.expires_at_ms, number.to_owned(), b.device_id);
         if add {
             self.expiry.insert(key);
             *self.per_node.entry(b.node).or_default() += 1;
@@ -172,7 +185,7 @@ impl Registrations {
 
     /// Insert or replace `binding` (by device id); returns the one replaced.
     pub(crate) fn upsert(&mut self, number: &str, binding: Binding) -> Option<Binding> {
-        let added = binding.clone();
+        let added = Indexed::of(&binding);
         let list = self.by_number.entry(number.to_owned()).or_default();
         let replaced = match list.binary_search_by(|b| b.device_id.as_str().cmp(&binding.device_id))
         {
@@ -184,9 +197,9 @@ impl Registrations {
         };
         // Old out before new in: the two may have the same index key.
         if let Some(old) = &replaced {
-            self.index(number, old, false);
+            self.index(number, Indexed::of(old), false);
         }
-        self.index(number, &added, true);
+        self.index(number, added, true);
         replaced
     }
 
@@ -200,12 +213,12 @@ impl Registrations {
     ) -> Option<R> {
         let list = self.by_number.get_mut(number)?;
         let i = list.binary_search_by(|b| b.device_id.as_str().cmp(device_id)).ok()?;
-        let before = list[i].clone();
+        let before = Indexed::of(&list[i]);
         let r = f(&mut list[i]);
         debug_assert_eq!(list[i].device_id, before.device_id, "modify may not rename");
-        let after = list[i].clone();
-        self.index(number, &before, false);
-        self.index(number, &after, true);
+        let after = Indexed::of(&list[i]);
+        self.index(number, before, false);
+        self.index(number, after, true);
         Some(r)
     }
 
@@ -226,7 +239,7 @@ impl Registrations {
             *list = kept;
         }
         for b in &gone {
-            self.index(number, b, false);
+            self.index(number, Indexed::of(b), false);
         }
         gone
     }
