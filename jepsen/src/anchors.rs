@@ -49,6 +49,11 @@ pub struct Move {
     pub after_ns: u64,
     /// First listing that showed `to`.
     pub by_ns: u64,
+    /// The node whose listing last showed `from` (0: the placement).
+    pub from_via: u64,
+    /// The node whose listing first showed `to`. With both named, a stale
+    /// read (an isolated node still listing an old owner) points at itself.
+    pub to_via: u64,
 }
 
 /// List the anchors' owners every [`POLL`] until `until`, and return every
@@ -60,8 +65,9 @@ pub async fn monitor(
     rec: Recorder,
     until: Instant,
 ) -> Vec<Move> {
-    let mut last: BTreeMap<String, (u64, u64)> =
-        placed.iter().map(|(k, &o)| (k.clone(), (o, 0))).collect();
+    // call id -> (owner, when last listed, by which node)
+    let mut last: BTreeMap<String, (u64, u64, u64)> =
+        placed.iter().map(|(k, &o)| (k.clone(), (o, 0, 0))).collect();
     let mut moves = Vec::new();
     let mut i = 0usize;
     while Instant::now() < until {
@@ -70,7 +76,7 @@ pub async fn monitor(
         if let Ok(owners) = list_owners(&api, via, &placed).await {
             let now = rec.now_ns();
             for (call, owner) in owners {
-                if let Some((seen, seen_at)) = last.get_mut(&call) {
+                if let Some((seen, seen_at, seen_via)) = last.get_mut(&call) {
                     if *seen != owner {
                         moves.push(Move {
                             call: call.clone(),
@@ -78,10 +84,13 @@ pub async fn monitor(
                             to: owner,
                             after_ns: *seen_at,
                             by_ns: now,
+                            from_via: *seen_via,
+                            to_via: via,
                         });
                         *seen = owner;
                     }
                     *seen_at = now;
+                    *seen_via = via;
                 }
             }
         }
@@ -171,6 +180,8 @@ pub struct AnchorResult {
     pub unexplained: Vec<Move>,
     /// Anchors that disappeared.
     pub lost: Vec<String>,
+    /// The node that gave the final listing.
+    pub end_via: u64,
 }
 
 impl AnchorResult {
@@ -194,17 +205,24 @@ impl AnchorResult {
         let mut out = Vec::new();
         for m in &self.unexplained {
             let what = format!(
-                "call moved off node {} to {} between {:.2} s and {:.2} s, when no fault harmed node {}",
+                "call moved off node {} to {} between {:.2} s (listed by node {}) and {:.2} s \
+                 (listed by node {}), when no fault harmed node {}",
                 m.from,
                 m.to,
                 m.after_ns as f64 / 1e9,
+                m.from_via,
                 m.by_ns as f64 / 1e9,
+                m.to_via,
                 m.from
             );
             out.push(one(&m.call, what));
         }
         for k in &self.lost {
-            out.push(one(k, "anchor call disappeared".into()));
+            let what = format!(
+                "anchor call disappeared (not in the final listing by node {})",
+                self.end_via
+            );
+            out.push(one(k, what));
         }
         out
     }
@@ -225,23 +243,25 @@ pub async fn check(
         let via = nodes[attempt % nodes.len()];
         match list_owners(api, via, placed).await {
             Ok(owners) => {
-                at_end = Some(owners);
+                at_end = Some((owners, via));
                 break;
             }
             Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let at_end = at_end.ok_or_else(|| last.context("listing calls for the anchor check"))?;
-    Ok(judge(placed, at_end, moves, rec.touches(), rec.now_ns()))
+    let (at_end, via) = at_end.ok_or_else(|| last.context("listing calls for the anchor check"))?;
+    Ok(judge(placed, at_end, via, moves, rec.touches(), rec.now_ns()))
 }
 
 /// The rule itself (pure, unit-tested). A move the monitor missed (the
 /// final owner differs from the last one it saw) is judged as a move
-/// somewhere between its last listing and `end_ns`.
+/// somewhere between its last listing and `end_ns`. `at_end` is the final
+/// listing, given by node `end_via`.
 pub fn judge(
     placed: &BTreeMap<String, u64>,
     at_end: BTreeMap<String, u64>,
+    end_via: u64,
     mut moves: Vec<Move>,
     touches: Vec<Touch>,
     end_ns: u64,
@@ -253,7 +273,8 @@ pub fn judge(
             continue;
         };
         let seen = moves.iter().rev().find(|m| &m.call == id);
-        let (last_owner, last_at) = seen.map_or((owner, 0), |m| (m.to, m.by_ns));
+        let (last_owner, last_at, last_via) =
+            seen.map_or((owner, 0, 0), |m| (m.to, m.by_ns, m.to_via));
         if now != last_owner {
             moves.push(Move {
                 call: id.clone(),
@@ -261,6 +282,8 @@ pub fn judge(
                 to: now,
                 after_ns: last_at,
                 by_ns: end_ns,
+                from_via: last_via,
+                to_via: end_via,
             });
         }
     }
@@ -273,7 +296,7 @@ pub fn judge(
         })
     };
     let unexplained = moves.iter().filter(|m| !explained(m)).cloned().collect();
-    AnchorResult { placed: placed.clone(), at_end, touches, moves, unexplained, lost }
+    AnchorResult { placed: placed.clone(), at_end, touches, moves, unexplained, lost, end_via }
 }
 
 #[cfg(test)]
@@ -283,7 +306,8 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn mv(call: u64, from: u64, to: u64, after_s: u64, by_s: u64) -> Move {
-        Move { call: call_id(call), from, to, after_ns: after_s * S, by_ns: by_s * S }
+        let (after_ns, by_ns) = (after_s * S, by_s * S);
+        Move { call: call_id(call), from, to, after_ns, by_ns, from_via: 1, to_via: 2 }
     }
 
     #[test]
@@ -292,24 +316,31 @@ mod tests {
         // Node 1 harmed from 10 s to 12 s.
         let touches = vec![Touch { node: 1, from_ns: 10 * S, until_ns: Some(12 * S) }];
         let end = BTreeMap::from([(call_id(1), 2), (call_id(2), 2), (call_id(3), 3)]);
-        let ok = judge(&placed, end.clone(), vec![mv(1, 1, 2, 10, 11)], touches.clone(), 60 * S);
+        let ok = judge(&placed, end.clone(), 3, vec![mv(1, 1, 2, 10, 11)], touches.clone(), 60 * S);
         assert_eq!(ok.verdict(), Verdict::Valid, "{ok:?}");
         // Within the grace after the heal: still explained.
-        let late = judge(&placed, end.clone(), vec![mv(1, 1, 2, 16, 17)], touches.clone(), 60 * S);
+        let late =
+            judge(&placed, end.clone(), 3, vec![mv(1, 1, 2, 16, 17)], touches.clone(), 60 * S);
         assert_eq!(late.verdict(), Verdict::Valid, "{late:?}");
         // Long after the heal: not.
-        let stale = judge(&placed, end.clone(), vec![mv(1, 1, 2, 30, 31)], touches.clone(), 60 * S);
+        let stale =
+            judge(&placed, end.clone(), 3, vec![mv(1, 1, 2, 30, 31)], touches.clone(), 60 * S);
         assert_eq!(stale.verdict(), Verdict::Invalid);
+        let what = &stale.anomalies()[0].what;
+        assert!(
+            what.contains("(listed by node 1)") && what.contains("(listed by node 2)"),
+            "{what}"
+        );
         // Off a node never harmed (a deposed leader's NodeDown for node 2).
         let end2 = BTreeMap::from([(call_id(1), 1), (call_id(2), 3), (call_id(3), 3)]);
-        let r = judge(&placed, end2, vec![mv(2, 2, 3, 12, 13)], touches.clone(), 60 * S);
+        let r = judge(&placed, end2, 3, vec![mv(2, 2, 3, 12, 13)], touches.clone(), 60 * S);
         assert_eq!(r.unexplained, vec![mv(2, 2, 3, 12, 13)]);
         // A move the monitor missed is judged from its last listing to the end.
-        let missed = judge(&placed, end, Vec::new(), touches.clone(), 60 * S);
+        let missed = judge(&placed, end, 3, Vec::new(), touches.clone(), 60 * S);
         assert_eq!(missed.verdict(), Verdict::Valid, "before 10 s nothing was seen: {missed:?}");
         // A lost anchor is invalid.
         let gone = BTreeMap::from([(call_id(1), 1), (call_id(2), 2)]);
-        let r = judge(&placed, gone, Vec::new(), touches, 60 * S);
+        let r = judge(&placed, gone, 3, Vec::new(), touches, 60 * S);
         assert_eq!(r.lost, vec![call_id(3)]);
         assert_eq!(r.anomalies().len(), 1);
     }
