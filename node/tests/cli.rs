@@ -149,6 +149,26 @@ fn ctl_against_three_real_processes() {
 
     let r = json(&ctl(&ep, &["--json", "route", "95551234", "--linearizable"]));
     assert_eq!(r["targets"][0]["uri"], "sip:+15551234@127.0.0.1:5999");
+    assert!(r.get("explanation").is_none(), "explained only when asked: {r}");
+
+    // --explain: the text names every pattern and candidate with its reason.
+    let out = ctl(&ep, &["route", "95551234", "--explain", "--origin-node", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "1. sip:+15551234@127.0.0.1:5999 (gateway gw1)",
+        "dial plan:",
+        "  chosen     9@               matches; the most specific match (1 literal leading digit, open (@), 0 X, priority 0)",
+        "  no match   1XXX             position 1: pattern has '1', digits have '9'",
+        "digits after strip/prefix: +15551234",
+        "   1. gateway gw1              in service (priority 0, weight 1, 0 calls): lower priority numbers first, weighted order among equals",
+        "handling: node 2: the call arrived there and it is up with room (1000 free of 1000)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+    }
+    let r = json(&ctl(&ep, &["--json", "route", "555", "--explain"]));
+    assert_eq!(r["failure"]["code"], 404);
+    assert_eq!(r["explanation"]["patterns"][0]["verdict"], "no match", "{r}");
 
     let r = json(&ctl(&ep, &["--json", "route", "555", "--linearizable"]));
     assert_eq!(r["failure"]["code"], 404);

@@ -64,7 +64,7 @@ async fn malformed_requests_are_invalid_argument() {
     let err = cluster
         .router(2)
         .await
-        .route(pb::RouteRequest { digits: "".into(), origin_node: 0, consistency: 0 })
+        .route(pb::RouteRequest { digits: "".into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

@@ -47,6 +47,7 @@ async fn route(cluster: &Cluster, at: u64, digits: &str, origin: u64) -> pb::Rou
             digits: digits.into(),
             origin_node: origin,
             consistency: pb::Consistency::Linearizable as i32,
+            explain: false,
         })
         .await
         .unwrap()
@@ -140,6 +141,24 @@ async fn timed_out_gateway_is_skipped_until_its_retry_time_then_offered_after_in
             "node {at} skips gw-a"
         );
     }
+    // Explained: the same answer, gw-a named as skipped with its retry time.
+    let mut ask = tonic::Request::new(pb::RouteRequest {
+        digits: "95551234".into(),
+        explain: true,
+        ..Default::default()
+    });
+    ask.set_timeout(Duration::from_secs(5));
+    let r = cluster.router(2).await.route(ask).await.unwrap().into_inner();
+    assert_eq!(ids(&r), ["gw-b"]);
+    let why = r.explanation.expect("explained");
+    let cands: Vec<(&str, u32)> =
+        why.candidates.iter().map(|c| (c.id.as_str(), c.position)).collect();
+    assert_eq!(cands, [("gw-b", 1), ("gw-a", 0)]);
+    let skipped = format!("skipped: out of service until {}", g.out_of_service_until_ms);
+    assert!(why.candidates[1].reason.starts_with(&skipped), "{:?}", why.candidates[1]);
+    assert_eq!((why.patterns.len(), why.patterns[0].verdict.as_str()), (1, "chosen"));
+    assert_eq!(why.digits, "+15551234");
+    assert!(why.handling.starts_with("node 2: the call arrived there"), "{}", why.handling);
     let until = g.out_of_service_until_ms;
     let now_ms = || {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()

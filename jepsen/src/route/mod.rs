@@ -191,6 +191,7 @@ pub async fn ask(api: &Api, node: u64, digits: &str, linearizable: bool) -> OpRe
             digits: digits.to_owned(),
             origin_node: 0,
             consistency: consistency as i32,
+            explain: false,
         }))
         .await;
     match r {

@@ -170,7 +170,7 @@ pub(super) async fn routes(
                 let req = pb::RouteRequest {
                     digits: digits(super::compare::next_random(&mut random)),
                     origin_node: 1,
-                    consistency: 0,
+                    ..Default::default()
                 };
                 let t = Instant::now();
                 if client.route(req).await.is_ok() {

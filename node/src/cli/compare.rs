@@ -118,7 +118,7 @@ pub async fn once(op: Op, ch: &Channel, r: u64) -> bool {
             RegistrarClient::new(ch.clone()).lookup(req).await.is_ok()
         }
         Op::Route => {
-            let req = pb::RouteRequest { digits: read_number(r), origin_node: 0, consistency: 0 };
+            let req = pb::RouteRequest { digits: read_number(r), ..Default::default() };
             RouterClient::new(ch.clone()).route(req).await.is_ok()
         }
         Op::Put => {

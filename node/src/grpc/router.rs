@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchboard_proto::v1 as pb;
 use switchboard_proto::v1::router_server::Router;
+use switchboard_storage::state::explain::{explain, Explanation};
 use switchboard_storage::state::route::{route, Decision, RouteRequest};
 use tonic::{Request, Response, Status};
 
@@ -46,7 +47,21 @@ impl Router for RouterService {
             now_ms: self.node.cluster_now(),
             spread,
         };
-        let decision = self.node.read(|s, _| route(s, &ask));
+        // Explained when asked, or when the debug log wants the reasons; the
+        // decision and its reasons come from one read of the state.
+        let why_wanted = r.explain || tracing::enabled!(tracing::Level::DEBUG);
+        let (decision, why) = self.node.read(|s, _| {
+            if why_wanted {
+                let (d, why) = explain(s, &ask);
+                (d, Some(why))
+            } else {
+                (route(s, &ask), None)
+            }
+        });
+        if let Some(why) = &why {
+            tracing::debug!(digits = %r.digits, ?decision, explanation = %one_line(why), "route");
+        }
+        let explanation = why.filter(|_| r.explain).map(to_pb);
         let result = match &decision {
             Decision::Route { .. } => "routed",
             Decision::Failure { code, .. } => code.label(),
@@ -65,12 +80,54 @@ impl Router for RouterService {
                     .collect(),
                 handling_node,
                 failure: None,
+                explanation,
             },
             Decision::Failure { code, reason } => pb::RouteResponse {
                 targets: Vec::new(),
                 handling_node: 0,
                 failure: Some(pb::RouteFailure { code: u32::from(code.code()), reason }),
+                explanation,
             },
         }))
     }
+}
+
+/// The explanation in its wire form.
+fn to_pb(why: Explanation) -> pb::RouteExplanation {
+    pb::RouteExplanation {
+        patterns: why
+            .patterns
+            .into_iter()
+            .map(|p| pb::PatternConsidered {
+                pattern: p.pattern,
+                priority: p.priority,
+                verdict: p.verdict.label().into(),
+                reason: p.reason,
+            })
+            .collect(),
+        digits: why.digits,
+        candidates: why
+            .candidates
+            .into_iter()
+            .map(|c| pb::CandidateConsidered {
+                kind: target_kind(c.kind).into(),
+                id: c.id,
+                position: c.position.unwrap_or(0),
+                reason: c.reason,
+            })
+            .collect(),
+        handling: why.handling,
+    }
+}
+
+/// The explanation as one log field: `pattern verdict (reason); ...`.
+fn one_line(why: &Explanation) -> String {
+    let patterns =
+        why.patterns.iter().map(|p| format!("{} {} ({})", p.pattern, p.verdict.label(), p.reason));
+    let candidates = why.candidates.iter().map(|c| format!("{} {}", c.id, c.reason));
+    let mut parts: Vec<String> = patterns.chain(candidates).collect();
+    if !why.handling.is_empty() {
+        parts.push(why.handling.clone());
+    }
+    parts.join("; ")
 }

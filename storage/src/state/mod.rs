@@ -19,6 +19,7 @@ pub mod calls;
 pub mod command;
 pub mod dialplan;
 pub mod events;
+pub mod explain;
 pub mod gateways;
 pub mod nodes;
 pub mod registrations;

@@ -230,6 +230,7 @@ async fn route(conn: &Conn, as_json: bool, a: RouteArgs) -> anyhow::Result<Strin
         digits: a.digits,
         origin_node: a.origin_node.unwrap_or(0),
         consistency: consistency(a.read),
+        explain: a.explain,
     };
     let r = rpc!(conn, RouterClient.route(req))?;
     // A route failure (404, 480, 503, ...) is the router's answer to the
@@ -237,10 +238,12 @@ async fn route(conn: &Conn, as_json: bool, a: RouteArgs) -> anyhow::Result<Strin
     // cluster and was answered. So it is printed on stdout and the exit
     // code stays 0, as for a lookup that finds nothing; scripts read the
     // `failure` field (or the SIP code in the text).
-    if as_json {
-        render::route_json(&r)
-    } else {
-        Ok(render::route_text(&r))
+    match (as_json, &r.explanation) {
+        (true, _) => render::route_json(&r),
+        (false, Some(why)) => {
+            Ok(format!("{}\n{}", render::route_text(&r), render::explanation_text(why)))
+        }
+        (false, None) => Ok(render::route_text(&r)),
     }
 }
 

@@ -249,6 +249,10 @@ pub struct RouteArgs {
     /// Node the call arrived at (default: the answering node).
     #[arg(long, value_name = "N")]
     pub origin_node: Option<u64>,
+    /// Also say why: every dial-plan pattern considered, every device or
+    /// gateway offered or skipped, and why the handling node was chosen.
+    #[arg(long)]
+    pub explain: bool,
     /// Read consistency.
     #[command(flatten)]
     pub read: ReadArgs,

@@ -35,14 +35,19 @@ pub fn route_json(r: &pb::RouteResponse) -> anyhow::Result<String> {
     struct Routed<'a> {
         targets: &'a [pb::Target],
         handling_node: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        explanation: Option<&'a pb::RouteExplanation>,
     }
     #[derive(Serialize)]
     struct Failed<'a> {
         failure: &'a pb::RouteFailure,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        explanation: Option<&'a pb::RouteExplanation>,
     }
+    let explanation = r.explanation.as_ref();
     match &r.failure {
-        Some(failure) => json(&Failed { failure }),
-        None => json(&Routed { targets: &r.targets, handling_node: r.handling_node }),
+        Some(failure) => json(&Failed { failure, explanation }),
+        None => json(&Routed { targets: &r.targets, handling_node: r.handling_node, explanation }),
     }
 }
 
@@ -75,6 +80,45 @@ pub fn route_text(r: &pb::RouteResponse) -> String {
     }
     out.push_str(&format!("handling node: {}", r.handling_node));
     out
+}
+
+/// A route's explanation as text: the patterns, then the candidates, then
+/// the handling node, one reason per line.
+pub fn explanation_text(why: &pb::RouteExplanation) -> String {
+    let mut out = String::from("dial plan:\n");
+    if why.patterns.is_empty() {
+        out.push_str("  (nothing considered)\n");
+    }
+    for p in &why.patterns {
+        out.push_str(&format!(
+            "  {:<10} {:<16} {}\n",
+            one_line(&p.verdict),
+            one_line(&p.pattern),
+            one_line(&p.reason)
+        ));
+    }
+    if !why.digits.is_empty() {
+        out.push_str(&format!("digits after strip/prefix: {}\n", one_line(&why.digits)));
+    }
+    if !why.candidates.is_empty() {
+        out.push_str("candidates:\n");
+    }
+    for c in &why.candidates {
+        let place = match c.position {
+            0 => "-".to_owned(),
+            n => n.to_string(),
+        };
+        out.push_str(&format!(
+            "  {place:>2}. {} {:<16} {}\n",
+            one_line(&c.kind),
+            one_line(&c.id),
+            one_line(&c.reason)
+        ));
+    }
+    if !why.handling.is_empty() {
+        out.push_str(&format!("handling: {}\n", one_line(&why.handling)));
+    }
+    out.trim_end().to_owned()
 }
 
 /// The reason phrase of the SIP codes a route failure uses.
@@ -550,6 +594,7 @@ mod tests {
             ],
             handling_node: 2,
             failure: None,
+            explanation: None,
         }
     }
 
@@ -561,6 +606,7 @@ mod tests {
                 code: 503,
                 reason: "every gateway of group pstn is out of service".into(),
             }),
+            explanation: None,
         }
     }
 
