@@ -2,9 +2,13 @@
 //!
 //! Owns: [`StateMachineStore`] (openraft's `RaftStateMachine`),
 //! [`SnapshotBuilder`] (openraft's `RaftSnapshotBuilder`), [`StateReader`]
-//! (local reads of the applied state), and the layout of the `snapshot` tree:
-//! key `meta` = the [`SnapshotMeta`] and key `data` = the snapshot bytes, both
-//! written in one atomic batch, so there is only ever one current snapshot.
+//! (local reads of the applied state), and the layout of the snapshot file
+//! (see [`frame`]): the snapshot data, then its [`SnapshotMeta`], then a
+//! trailer with both lengths, a CRC-32 and a magic number. The engine
+//! replaces that file atomically, so there is only ever one current
+//! snapshot. (Data directories written before the file existed keep their
+//! snapshot in the `snapshot` tree, key `meta` and key `data`; it is read
+//! when there is no file, and removed once a file has been written.)
 //!
 //! Does not own: what applying a command means (that is
 //! [`crate::state::apply()`], pure), the log ([`crate::log_store`]), the
@@ -23,6 +27,7 @@
 
 use std::fmt;
 use std::io::Cursor;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
@@ -32,7 +37,7 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::engine::{Engine, SharedEngine, Tree, WriteBatch};
+use crate::engine::{Engine, SharedEngine, Tree, WriteBatch, SNAPSHOT_FILE};
 use crate::failure::{blocking, Failure};
 use crate::feed::Feed;
 use crate::state::events::events_of;
@@ -43,10 +48,66 @@ use crate::types::{
 };
 use crate::OpenError;
 
-/// `snapshot` key of the current snapshot's [`SnapshotMeta`].
+/// `snapshot` tree key of the snapshot meta, in the old layout.
 const META_KEY: &[u8] = b"meta";
-/// `snapshot` key of the current snapshot's data.
+/// `snapshot` tree key of the snapshot data, in the old layout.
 const DATA_KEY: &[u8] = b"data";
+/// The last bytes of every snapshot file.
+const MAGIC: &[u8; 8] = b"SWBSNAP1";
+/// Trailer: meta length (u32), data length (u64), CRC-32 of data and meta
+/// (u32), all little-endian, then [`MAGIC`].
+const TRAILER: usize = 4 + 8 + 4 + MAGIC.len();
+
+/// The trailer of a snapshot file holding `data` then `meta`. The data
+/// comes first so that reading it back is a truncate, not a copy of a
+/// hundred megabytes.
+fn frame(data: &[u8], meta: &[u8]) -> Result<[u8; TRAILER], Failure> {
+    let meta_len = u32::try_from(meta.len())
+        .map_err(|_| Failure::Corrupt(format!("snapshot meta of {} bytes", meta.len())))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    crc.update(meta);
+    let mut t = [0u8; TRAILER];
+    t[0..4].copy_from_slice(&meta_len.to_le_bytes());
+    t[4..12].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    t[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
+    t[16..].copy_from_slice(MAGIC);
+    Ok(t)
+}
+
+/// Splits a snapshot file into its meta and its data (the file's buffer,
+/// truncated). Any mismatch — a short file, a foreign or torn trailer,
+/// lengths that do not add up, a checksum that fails — is `Corrupt`.
+fn unframe(mut file: Vec<u8>, path: &Path) -> Result<(SnapshotMeta, Vec<u8>), Failure> {
+    let corrupt = |why: String| {
+        Failure::Corrupt(format!("snapshot file {} is damaged: {why}", path.display()))
+    };
+    if file.len() < TRAILER {
+        return Err(corrupt(format!("{} bytes, shorter than its trailer", file.len())));
+    }
+    let t = &file[file.len() - TRAILER..];
+    if &t[16..] != MAGIC {
+        return Err(corrupt("no snapshot trailer at its end".into()));
+    }
+    let meta_len = u32::from_le_bytes(t[0..4].try_into().expect("4 bytes")) as usize;
+    let data_len = u64::from_le_bytes(t[4..12].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(t[12..16].try_into().expect("4 bytes"));
+    let body = file.len() - TRAILER;
+    let data_len = usize::try_from(data_len)
+        .ok()
+        .filter(|d| d.checked_add(meta_len) == Some(body))
+        .ok_or_else(|| {
+            corrupt(format!("trailer says {data_len} + {meta_len} bytes, file holds {body}"))
+        })?;
+    if crc32fast::hash(&file[..body]) != crc {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    let meta: SnapshotMeta = codec::decode(&file[data_len..body]).map_err(|source| {
+        Failure::Codec { what: format!("snapshot meta in {}", path.display()), source }
+    })?;
+    file.truncate(data_len);
+    Ok((meta, file))
+}
 
 /// Everything the state machine holds; also the snapshot payload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,8 +141,17 @@ fn check_consistent(meta: &SnapshotMeta, applied: &Applied) -> Result<(), Failur
     Ok(())
 }
 
-/// Reads the persisted snapshot's meta and data, undecoded data included.
+/// Reads the persisted snapshot's meta and data, undecoded data included:
+/// the snapshot file, or, when there is none, the old layout's tree.
 fn read_persisted(engine: &dyn Engine) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Failure> {
+    if let Some(file) = engine.read_snapshot_file()? {
+        return unframe(file, &engine.path().join(SNAPSHOT_FILE)).map(Some);
+    }
+    read_tree(engine)
+}
+
+/// The snapshot in the old layout (two keys of the `snapshot` tree).
+fn read_tree(engine: &dyn Engine) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Failure> {
     let meta = engine.get(Tree::Snapshot, META_KEY)?;
     let data = engine.get(Tree::Snapshot, DATA_KEY)?;
     match (meta, data) {
@@ -133,6 +203,8 @@ struct Shared {
     clock_at: Arc<Mutex<(u64, Instant)>>,
     /// The last snapshot built here, for operators and the bench.
     last_built: Arc<Mutex<Option<SnapshotStats>>>,
+    /// Whether the `snapshot` tree may still hold an old-layout snapshot.
+    legacy_tree: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -143,15 +215,16 @@ impl Shared {
             *at = (clock_ms, Instant::now());
         }
     }
-    /// Writes `meta` + `data` as the current snapshot and syncs, then records
-    /// `meta` as current. With `only_if_newer`, a snapshot older than the
+    /// Writes `meta` + `data` as the current snapshot file (durably: see
+    /// [`Engine::replace_snapshot_file`]), then records `meta` as current.
+    /// With `only_if_newer`, a snapshot older than the
     /// current one is not written (a slow build finishing after a newer
     /// snapshot was installed must not roll the persisted snapshot back
     /// behind the purged log). Returns whether it was written. Blocking.
     fn persist(
         &self,
         meta: &SnapshotMeta,
-        data: Vec<u8>,
+        data: &[u8],
         only_if_newer: bool,
     ) -> Result<bool, Failure> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
@@ -164,13 +237,19 @@ impl Shared {
         }
         let meta_bytes = codec::encode(meta)
             .map_err(|source| Failure::Codec { what: "snapshot meta".to_string(), source })?;
-        let mut batch = WriteBatch::new();
-        batch.insert(META_KEY, meta_bytes);
-        batch.insert(DATA_KEY, data);
-        self.engine.apply_batch(Tree::Snapshot, batch)?;
-        // Synced before it is recorded (and reported to openraft) as current.
-        self.engine.sync()?;
+        let trailer = frame(data, &meta_bytes)?;
+        // Durable before it is recorded (and reported to openraft) as current.
+        self.engine.replace_snapshot_file(&[data, &meta_bytes, &trailer])?;
         *current = Some(meta.clone());
+        // An old-layout snapshot is now shadowed by the file (which is read
+        // first); drop it so it stops taking space. Not synced: should the
+        // removal be lost, the file still wins.
+        if self.legacy_tree.swap(false, Ordering::Relaxed) {
+            let mut batch = WriteBatch::new();
+            batch.remove(META_KEY);
+            batch.remove(DATA_KEY);
+            self.engine.apply_batch(Tree::Snapshot, batch)?;
+        }
         Ok(true)
     }
 }
@@ -269,6 +348,9 @@ impl StateMachineStore {
                 counter: AtomicU64::new(counter),
                 feed,
                 last_built: Arc::default(),
+                // Cleared by the first snapshot written (removing absent
+                // keys is free; reading them to find out is not).
+                legacy_tree: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }
@@ -328,7 +410,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // Written and synced before it is recorded as current, and before
             // it is returned to openraft (which may then purge the log up to
             // it).
-            shared.persist(&meta, data.clone(), true)?;
+            shared.persist(&meta, &data, true)?;
             let stats = SnapshotStats {
                 index: meta.last_log_id.map_or(0, |l| l.index),
                 view_us,
@@ -415,7 +497,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 source,
             })?;
             check_consistent(&meta, &applied)?;
-            shared.persist(&meta, data, false)?;
+            shared.persist(&meta, &data, false)?;
             Ok(applied)
         })
         .await

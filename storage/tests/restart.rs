@@ -381,26 +381,98 @@ fn garbage_log_entry_is_a_read_error() {
     assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
 }
 
+/// The snapshot file split at its trailer (data, meta): the layout is
+/// written out here again, independently of the store's own code.
+fn split_snapshot_file(file: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let t = &file[file.len() - 24..];
+    assert_eq!(&t[16..], b"SWBSNAP1", "trailer magic");
+    let meta_len = u32::from_le_bytes(t[0..4].try_into().unwrap()) as usize;
+    let data_len = u64::from_le_bytes(t[4..12].try_into().unwrap()) as usize;
+    assert_eq!(data_len + meta_len + 24, file.len());
+    (file[..data_len].to_vec(), file[data_len..data_len + meta_len].to_vec())
+}
+
+/// A snapshot file of `data` and `meta` with a correct trailer.
+fn snapshot_file(data: &[u8], meta: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    crc.update(meta);
+    let mut out = [data, meta].concat();
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(b"SWBSNAP1");
+    out
+}
+
 #[test]
-fn garbage_snapshot_is_a_codec_error_on_open() {
+fn a_damaged_snapshot_file_is_refused_on_open_never_reset() {
     let dir = tempfile::tempdir().unwrap();
     populated(dir.path());
-    {
-        let engine = SledEngine::open(dir.path()).unwrap();
-        engine.insert(Tree::Snapshot, b"data", &[1, 0xFF, 0xFF, 0xFF]).unwrap();
-        engine.sync().unwrap();
-    }
-    let err = switchboard_storage::open(dir.path()).expect_err("garbage snapshot");
-    match &err {
-        OpenError::Corrupt { what, .. } => assert!(what.contains("snapshot data"), "{err}"),
+    let path = dir.path().join(switchboard_storage::engine::SNAPSHOT_FILE);
+    let good = std::fs::read(&path).expect("the snapshot is a file of its own");
+    let (data, meta) = split_snapshot_file(&good);
+    let refused = |bytes: &[u8], says: &str| {
+        std::fs::write(&path, bytes).unwrap();
+        let err = switchboard_storage::open(dir.path()).expect_err(says);
+        assert!(err.to_string().contains(says), "{says}: {err}");
+        assert!(path_in(&err, dir.path()), "{err}");
+        err
+    };
+    // A flipped bit in the data: the checksum catches it.
+    let mut flipped = good.clone();
+    flipped[0] ^= 0x40;
+    refused(&flipped, "checksum mismatch");
+    // Torn (a file cut short, e.g. copied by hand): no trailer at its end.
+    refused(&good[..good.len() / 2], "no snapshot trailer");
+    refused(&good[..10], "shorter than its trailer");
+    // Lengths that do not add up.
+    let mut longer = good.clone();
+    longer.splice(0..0, [0u8; 3]);
+    refused(&longer, "file holds");
+    // A well-framed file whose data does not decode: a codec error.
+    match refused(&snapshot_file(&[1, 0xFF, 0xFF, 0xFF], &meta), "snapshot data") {
+        OpenError::Corrupt { what, .. } => assert!(what.contains("snapshot data"), "{what}"),
         other => panic!("expected a codec error, got {other}"),
     }
-    assert!(path_in(&err, dir.path()), "{err}");
+    // Put back, it opens again: nothing was reset meanwhile.
+    std::fs::write(&path, snapshot_file(&data, &meta)).unwrap();
+    let (_log, sm) = open(dir.path());
+    assert_eq!(sm.reader().read(|_, last| last), Some(log_id(1, 1)));
+}
 
-    // And a half-written snapshot (meta without data) is refused as well.
+#[test]
+fn an_old_layout_snapshot_is_read_then_replaced_by_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    populated(dir.path());
+    let path = dir.path().join(switchboard_storage::engine::SNAPSHOT_FILE);
+    let (data, meta) = split_snapshot_file(&std::fs::read(&path).unwrap());
+    // Rewrite the directory as an older version left it: the snapshot in
+    // the `snapshot` tree, no file.
+    std::fs::remove_file(&path).unwrap();
     {
         let engine = SledEngine::open(dir.path()).unwrap();
-        engine.remove(Tree::Snapshot, b"data").unwrap();
+        engine.insert(Tree::Snapshot, b"meta", &meta).unwrap();
+        engine.insert(Tree::Snapshot, b"data", &data).unwrap();
+        engine.sync().unwrap();
+    }
+    let rt = rt();
+    rt.block_on(async {
+        let (_log, mut sm) = open(dir.path());
+        assert_eq!(sm.reader().read(|_, last| last), Some(log_id(1, 1)), "read from the tree");
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    });
+    assert!(path.exists(), "the next snapshot is a file");
+    let engine = SledEngine::open(dir.path()).unwrap();
+    assert_eq!(engine.get(Tree::Snapshot, b"data").unwrap(), None, "the old copy is gone");
+    assert_eq!(engine.get(Tree::Snapshot, b"meta").unwrap(), None);
+    drop(engine);
+
+    // A half-written old-layout snapshot (meta without data) is refused.
+    std::fs::remove_file(&path).unwrap();
+    {
+        let engine = SledEngine::open(dir.path()).unwrap();
+        engine.insert(Tree::Snapshot, b"meta", &meta).unwrap();
         engine.sync().unwrap();
     }
     let err = StateMachineStore::open(std::sync::Arc::new(SledEngine::open(dir.path()).unwrap()))
