@@ -657,3 +657,31 @@ mod tests {
         assert_eq!((c.id, c.raft.heartbeat_ms, c.raft.election_min_ms), (3, 20, 80));
     }
 }
+
+/// The example configurations shipped under packaging/ must load and pass
+/// validation, so the Dockerfile, compose file and systemd unit never point
+/// at a file the binary would refuse.
+#[cfg(test)]
+mod packaged_examples {
+    use super::*;
+
+    #[test]
+    fn every_packaged_example_loads_and_validates() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+        let examples = [
+            ("compose/node1.toml", 1, "node1:7001"),
+            ("compose/node2.toml", 2, "node2:7001"),
+            ("compose/node3.toml", 3, "node3:7001"),
+            ("systemd/switchboard.toml", 1, "10.0.0.1:7001"),
+        ];
+        for (file, id, advertise) in examples {
+            let c = Config::from_file(&root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!((c.id, c.advertise_addr().as_str()), (id, advertise), "{file}");
+            let members = c.initial_members().unwrap().expect("initial_cluster set");
+            assert_eq!(members.len(), 3, "{file}");
+            assert_eq!(members[&id], advertise, "{file}: a node is its own member");
+            assert_eq!(c.data, Path::new("/var/lib/switchboard"), "{file}: the packaged data dir");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use switchboard::cli;
 
 /// Switchboard: a Raft-replicated telephony control plane.
@@ -23,6 +23,19 @@ enum Cmd {
     Ctl(cli::ctl::CtlArgs),
     /// Measure a local cluster: write and redirect throughput and latency, failover time.
     Bench(cli::bench::BenchArgs),
+    /// Print a shell completion script (e.g. `switchboard completions bash >
+    /// /usr/share/bash-completion/completions/switchboard`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (roff): switchboard.1 and one per subcommand
+    /// (switchboard-serve.1, switchboard-ctl-route.1, ...).
+    Man {
+        /// Directory to write them into (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Structured logs on stderr; `RUST_LOG` wins over the configured level.
@@ -64,6 +77,18 @@ fn main() -> ExitCode {
                 init_tracing("warn");
                 cli::bench::bench(args).await
             }
+            Cmd::Completions { shell } => {
+                // Into memory first: clap_complete panics when its writer
+                // fails (stdout closed early, as by `| head`).
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "switchboard", &mut script);
+                std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
+                    .map_err(|e| anyhow::anyhow!("writing the completion script: {e}"))
+            }
+            Cmd::Man { out } => std::fs::create_dir_all(&out)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &out))
+                .map(|()| eprintln!("wrote the manual pages to {}", out.display()))
+                .map_err(|e| anyhow::anyhow!("writing manual pages to {}: {e}", out.display())),
         }
     });
     let code = match result {
