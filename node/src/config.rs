@@ -60,6 +60,11 @@ pub struct Config {
     pub initial_cluster: Option<String>,
     /// Prometheus metrics listen address (text format over HTTP); off when unset.
     pub metrics: Option<SocketAddr>,
+    /// Status page listen address (HTML page and JSON endpoints over HTTP,
+    /// see README "Status page"); off when unset. It shows cluster state
+    /// (addresses, numbers, gateways) without authentication: bind it to a
+    /// management network or 127.0.0.1.
+    pub http: Option<SocketAddr>,
     /// The SIP front end. `sip = "host:port"` is short for `[sip] listen =
     /// "host:port"`; off when no address is set.
     #[serde(deserialize_with = "sip_or_address")]
@@ -91,6 +96,7 @@ impl Default for Config {
             data: PathBuf::from("switchboard-data"),
             initial_cluster: None,
             metrics: None,
+            http: None,
             sip: Sip::default(),
             log: "info,openraft=warn".into(),
             raft: RaftTimings::default(),
@@ -519,6 +525,17 @@ impl Config {
                 sip.min_expires_s, sip.max_expires_s
             ));
         }
+        if let Some(http) = self.http {
+            let clash = [Some(self.listen), self.metrics, self.sip.listen]
+                .into_iter()
+                .flatten()
+                .any(|a| a == http && a.port() != 0);
+            if clash {
+                return bad(format!(
+                    "http address {http} is also the gRPC, metrics or SIP address; give the status page its own port"
+                ));
+            }
+        }
         if let Some(members) = self.initial_members()? {
             if !members.contains_key(&self.id) {
                 return bad(format!("initial_cluster does not list this node's id {}", self.id));
@@ -647,6 +664,19 @@ mod tests {
             c.sip.nonce_ttl_s = ttl;
             assert!(c.validate().is_err(), "{realm:?} {ttl}");
         }
+    }
+
+    #[test]
+    fn http_is_off_by_default_and_needs_its_own_port() {
+        assert_eq!(Config::default().http, None);
+        let c: Config = toml::from_str("id = 1\nhttp = \"127.0.0.1:8081\"\n").unwrap();
+        assert_eq!(c.http, Some("127.0.0.1:8081".parse().unwrap()));
+        c.validate().unwrap();
+        let c: Config = toml::from_str("id = 1\nhttp = \"127.0.0.1:7001\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("http address 127.0.0.1:7001 is also the gRPC"), "{e}");
+        let e = toml::from_str::<Config>("id = 1\nhttp = \"localhost\"\n").unwrap_err();
+        assert!(e.to_string().contains("http"), "{e}");
     }
 
     #[test]

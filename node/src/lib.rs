@@ -12,6 +12,7 @@
 //!   error-to-status mapping.
 //! - [`leader`]: tasks only the leader runs (policy, expiry sweep).
 //! - [`metrics`]: Prometheus exporter.
+//! - [`status`]: the status page and its JSON endpoints (`--http`).
 //! - [`cli`]: `serve`, `dev` and `ctl`.
 //! - [`clock`]: the node's view of time (replicated clock, leader stamps).
 //! - [`fatal`]: a Raft core that stopped on its own (a storage error):
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod sip;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -108,6 +110,14 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The status page address could not be bound.
+    #[error("cannot listen for the status page (http) on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The SIP address could not be bound.
     #[error("cannot listen for SIP on {addr}: {source}")]
     Sip {
@@ -154,6 +164,14 @@ pub async fn run_with_sip(
     config.validate()?;
     // The address actually bound is the one the node table advertises.
     config.sip.listen = sip.as_ref().map(|s| s.local_addr());
+    // Bound before anything else starts, so that a taken port is a clear
+    // startup error instead of a node that runs without its page.
+    let http = match config.http {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.map_err(|source| RunError::Http { addr, source })?)
+        }
+        None => None,
+    };
     let config = Arc::new(config);
     let raft_config = Arc::new(config.openraft()?);
     let data = config.data.clone();
@@ -179,6 +197,7 @@ pub async fn run_with_sip(
         .map_err(|e| RunError::Raft(format!("reading the committed index: {e}")))?;
     let reader = sm_store.reader();
     let feed = sm_store.feed();
+    let status_feed = std::sync::Arc::clone(&feed);
     let peers =
         Peers::new(Duration::from_millis(config.raft.rpc_timeout_ms), &config.advertise_addr());
     let raft = Raft::new(config.id, raft_config, Network::new(peers.clone()), log_store, sm_store)
@@ -217,6 +236,9 @@ pub async fn run_with_sip(
     tokio::spawn(leader::run(node.clone(), tasks_stopped.clone()));
     if let Some(addr) = config.metrics {
         metrics::install(addr, node.clone(), tasks_stopped.clone());
+    }
+    if let Some(listener) = http {
+        status::spawn(listener, node.clone(), status_feed, tasks_stopped.clone());
     }
     // After the metrics recorder is installed: the SIP counters are
     // resolved once, at construction.

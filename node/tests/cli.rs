@@ -354,9 +354,20 @@ fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
                 && (p..p + 3).all(|q| q < base || q > base + 2)
         })
         .expect("three free consecutive SIP ports");
+    // And three for the status pages.
+    let http_base = (0..50)
+        .map(|_| free_port())
+        .find(|&p| {
+            p < 60_000
+                && (1..3).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+                && (p..p + 3)
+                    .all(|q| (q < base || q > base + 2) && (q < sip_base || q > sip_base + 2))
+        })
+        .expect("three free consecutive HTTP ports");
     let mut dev = Command::new(BIN)
         .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
         .args(["--sip-base-port", &sip_base.to_string()])
+        .args(["--http-base-port", &http_base.to_string()])
         .arg("--data")
         .arg(dir.path().join("dev"))
         .stdin(Stdio::null())
@@ -402,6 +413,41 @@ fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
     let mut buf = [0u8; 2048];
     let n = phone.recv(&mut buf).expect("dev node 3 answers SIP OPTIONS");
     assert!(buf[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
+    // Every node serves its status page; node 3's JSON names it and the example gateways.
+    let pages: Vec<&String> =
+        lines.iter().filter(|l| l.starts_with("status page: node ")).collect();
+    assert_eq!(pages.len(), 3, "{lines:?}");
+    assert_eq!(
+        pages[2],
+        &format!(
+            "status page: node 3 http://127.0.0.1:{0}/ (JSON: http://127.0.0.1:{0}/api/status)",
+            http_base + 2
+        )
+    );
+    let get_status = || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", http_base + 2)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"GET /api/status HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        let body = answer.split_once("\r\n\r\n").expect("an HTTP answer").1.to_string();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    // Node 3 answers from its own state: it may apply the example data a
+    // moment after the leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = get_status();
+        assert_eq!(status["node_id"], 3);
+        assert_eq!(status["members"].as_array().unwrap().len(), 3);
+        let gateways = status["gateways"].as_array().unwrap();
+        if gateways.iter().any(|g| g["id"] == "gw-east") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no example gateways on node 3's page: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let ep = format!("127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}", base + 1, base + 2);
     let r = json(&ctl(&ep, &["--json", "lookup", "1000", "--linearizable"]));
     assert_eq!(r["bindings"][0]["contact"], "sip:1000@127.0.0.1:5080");

@@ -6,7 +6,9 @@
 //! few registrations, prints one `ready: leader=<id>` line, then endpoints
 //! and example commands. Every node also serves SIP (UDP and TCP) on
 //! 127.0.0.1 from `--sip-base-port` (5061) up, and a demo SIP user
-//! ([`DEMO_USER`]) is put so that a softphone can register at once. Ctrl-C (SIGINT) or SIGTERM stops every node with
+//! ([`DEMO_USER`]) is put so that a softphone can register at once; and
+//! serves its status page on 127.0.0.1 from `--http-base-port` (8001) up.
+//! Ctrl-C (SIGINT) or SIGTERM stops every node with
 //! SIGTERM and waits for them. A data directory from an earlier run is
 //! reused: the cluster comes back with its data.
 
@@ -40,6 +42,10 @@ pub struct DevArgs {
     /// sip-base-port + i - 1. 0 = no SIP.
     #[arg(long, default_value_t = 5061)]
     pub sip_base_port: u16,
+    /// Status page port of node 1 (http://127.0.0.1:PORT/); node i serves
+    /// it on http-base-port + i - 1. 0 = no status page.
+    #[arg(long, default_value_t = 8001)]
+    pub http_base_port: u16,
 }
 
 /// The demo SIP user (number, password) put when SIP is on. Only for
@@ -64,6 +70,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let sip = args.sip_base_port != 0;
     if sip {
         cluster = cluster.with_sip(args.sip_base_port)?.with_config(SIP_CONFIG)?;
+    }
+    if args.http_base_port != 0 {
+        cluster = cluster.with_http(args.http_base_port)?;
     }
 
     // Stand-ins for the example gateways, so that the leader's OPTIONS
@@ -123,6 +132,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     for (i, addr) in cluster.sip_addrs().iter().enumerate() {
         println!("sip: node {} {addr} (UDP and TCP)", i + 1);
     }
+    for (i, addr) in cluster.http_addrs().iter().enumerate() {
+        println!("status page: node {} http://{addr}/ (JSON: http://{addr}/api/status)", i + 1);
+    }
     if sip {
         let (user, password) = DEMO_USER;
         println!(
@@ -158,9 +170,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 let (id, status) = dead;
                 eprintln!(
                     "node {id} exited ({status}); the others keep running. Restart it with:\n  \
-                     {} serve --id {id} --listen {} --data {} 2>>{}",
+                     {} serve --id {id} --listen {}{} --data {} 2>>{}",
                     cluster.exe().display(),
                     cluster.addrs()[id - 1],
+                    restart_flags(&cluster, id),
                     cluster.data_dir(id).display(),
                     cluster.log_path(id).display()
                 );
@@ -319,4 +332,21 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// The `serve` flags beyond id, listen and data that node `id` was started
+/// with (SIP, its config file, the status page), for the restart hint.
+fn restart_flags(cluster: &LocalCluster, id: usize) -> String {
+    let mut flags = String::new();
+    if let Some(sip) = cluster.sip_addrs().get(id - 1) {
+        flags.push_str(&format!(" --sip {sip}"));
+    }
+    let config = cluster.root().join("serve.toml");
+    if config.exists() {
+        flags.push_str(&format!(" --config {}", config.display()));
+    }
+    if let Some(http) = cluster.http_addrs().get(id - 1) {
+        flags.push_str(&format!(" --http {http}"));
+    }
+    flags
 }

@@ -17,7 +17,8 @@
 //! Optionally every node also serves SIP ([`LocalCluster::with_sip`]: node
 //! i on SIP base port + i - 1, UDP and TCP) and reads extra configuration
 //! ([`LocalCluster::with_config`]: TOML written to `<root>/serve.toml` and
-//! passed as `--config`).
+//! passed as `--config`), and serves the status page
+//! ([`LocalCluster::with_http`]: node i on HTTP base port + i - 1).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -66,6 +67,9 @@ pub struct LocalCluster {
     /// `127.0.0.1:<port>` of every node's SIP front end, node 1 first;
     /// empty when the nodes serve no SIP.
     sip_addrs: Vec<String>,
+    /// `127.0.0.1:<port>` of every node's status page, node 1 first;
+    /// empty when the nodes serve none.
+    http_addrs: Vec<String>,
     /// The `--config` file of every node, if any.
     config: Option<PathBuf>,
     /// How many of the nodes (the first ones) form the initial cluster.
@@ -112,6 +116,7 @@ impl LocalCluster {
             serve_args: Vec::new(),
             env: Vec::new(),
             sip_addrs: Vec::new(),
+            http_addrs: Vec::new(),
             config: None,
             initial,
             children,
@@ -154,6 +159,16 @@ impl LocalCluster {
         Ok(self)
     }
 
+    /// Serve the status page on every node: node i on `127.0.0.1` port
+    /// `base_port + i - 1`. Refuses a base port that leaves no room for
+    /// every node.
+    pub fn with_http(mut self, base_port: u16) -> anyhow::Result<LocalCluster> {
+        let nodes = u16::try_from(self.addrs.len()).unwrap_or(u16::MAX);
+        self.http_addrs =
+            addresses(nodes, base_port).with_context(|| format!("HTTP base port {base_port}"))?;
+        Ok(self)
+    }
+
     /// Give every node this TOML configuration (see `serve --config`):
     /// written to `<root>/serve.toml`, replacing an earlier one. Flags
     /// (`--id`, `--listen`, `--sip`, ...) still override it.
@@ -173,6 +188,12 @@ impl LocalCluster {
     /// empty unless [`LocalCluster::with_sip`] was called.
     pub fn sip_addrs(&self) -> &[String] {
         &self.sip_addrs
+    }
+
+    /// `127.0.0.1:<port>` of every node's status page, node 1 first;
+    /// empty unless [`LocalCluster::with_http`] was called.
+    pub fn http_addrs(&self) -> &[String] {
+        &self.http_addrs
     }
 
     /// The directory holding the nodes' data directories and logs.
@@ -222,6 +243,9 @@ impl LocalCluster {
         }
         if let Some(sip) = self.sip_addrs.get(id - 1) {
             cmd.args(["--sip", sip]);
+        }
+        if let Some(http) = self.http_addrs.get(id - 1) {
+            cmd.args(["--http", http]);
         }
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);

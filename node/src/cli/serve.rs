@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Prometheus metrics address (host:port).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Status page address (host:port): an HTML page and JSON endpoints
+    /// (/api/status, /api/events) showing this node's view of the cluster.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
     /// SIP listen address (host:port), UDP and TCP.
     #[arg(long)]
     pub sip: Option<SocketAddr>,
@@ -63,6 +67,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.metrics {
             c.metrics = Some(v);
+        }
+        if let Some(v) = self.http {
+            c.http = Some(v);
         }
         if let Some(v) = self.sip {
             c.sip.listen = Some(v);
