@@ -24,6 +24,7 @@
 //! shutdown future completes, so tests start whole clusters in-process on
 //! port 0.
 
+pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod clock;
@@ -63,6 +64,7 @@ use switchboard_proto::v1::gateways_server::GatewaysServer;
 use switchboard_proto::v1::raft_server::RaftServer;
 use switchboard_proto::v1::registrar_server::RegistrarServer;
 use switchboard_proto::v1::router_server::RouterServer;
+use switchboard_proto::v1::tokens_server::TokensServer;
 use switchboard_proto::v1::users_server::UsersServer;
 use switchboard_storage::state::Command;
 use switchboard_storage::types::Raft;
@@ -234,6 +236,7 @@ pub async fn run_with_sip(
         });
     }
     tokio::spawn(leader::run(node.clone(), tasks_stopped.clone()));
+    tokio::spawn(auth::announce(node.clone(), tasks_stopped.clone()));
     if let Some(addr) = config.metrics {
         metrics::install(addr, node.clone(), tasks_stopped.clone());
     }
@@ -268,6 +271,8 @@ pub async fn run_with_sip(
     };
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Bearer tokens and roles, before any service runs (see `auth`).
+        .layer(auth::AuthLayer::new(node.clone()))
         .add_service(svc!(RaftServer, raft::service::RaftService::new(node.clone())))
         .add_service(svc!(RegistrarServer, grpc::registrar::RegistrarService::new(node.clone())))
         .add_service(svc!(RouterServer, grpc::router::RouterService::new(node.clone())))
@@ -276,6 +281,7 @@ pub async fn run_with_sip(
         .add_service(svc!(CallsServer, grpc::calls::CallsService::new(node.clone())))
         .add_service(svc!(ClusterServer, grpc::cluster::ClusterService::new(node.clone())))
         .add_service(svc!(UsersServer, grpc::users::UsersService::new(node.clone())))
+        .add_service(svc!(TokensServer, grpc::tokens::TokensService::new(node.clone())))
         .add_service(svc!(EventsServer, grpc::events::EventsService::new(node.clone(), feed)))
         .add_service(health)
         .add_service(reflection)

@@ -25,9 +25,11 @@ use serde::Serialize;
 /// 3: the SIP front end: digest credentials (`PutUser`, `DeleteUser`,
 /// `SetSipSecret`; the `users` table and `sip_secret` in the state) and
 /// `SipRegister` (bindings remember the Call-ID and CSeq that wrote them).
+/// 4: client API tokens (`PutToken`, `DeleteToken`; the `tokens` table in
+/// the state).
 /// A data directory written by an older version is refused with
 /// `UnknownVersion`.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// The most bytes a single decode may claim for its containers (1 GiB).
 pub const DECODE_LIMIT: usize = 1 << 30;

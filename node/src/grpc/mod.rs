@@ -10,6 +10,7 @@ pub mod events;
 pub mod gateways;
 pub mod registrar;
 pub mod router;
+pub mod tokens;
 pub mod users;
 
 use switchboard_storage::state::Outcome;

@@ -15,6 +15,7 @@ use super::gateways::{
 use super::nodes::{Node, NodeStatus};
 use super::registrations::{Binding, SipOrigin};
 use super::requests::{self, Seen};
+use super::tokens::{Role, Token};
 use super::users::User;
 use super::{ApplyError, Command, NodeId, Outcome, State, Takeover};
 
@@ -261,6 +262,11 @@ pub fn validate(command: &Command) -> Result<(), ApplyError> {
             realm_ok(realm)
         }
         Command::DeleteUser { user } => number_ok(user).map_err(|e| invalid(format!("user: {e}"))),
+        Command::PutToken { id, name, .. } => {
+            id_ok("token id", id)?;
+            text_ok("token name", name, true)
+        }
+        Command::DeleteToken { id } => id_ok("token id", id),
         Command::ExpireBindings
         | Command::SetSipSecret(_)
         | Command::Tick
@@ -524,6 +530,35 @@ fn apply_one(state: &mut State, term: u64, command: &Command) -> Applied {
             Some(_) => Ok(Outcome::UserDeleted { user: user.clone() }),
             None => Err(not_found(format!("no SIP user {user:?}"))),
         },
+        Command::PutToken { id, role, secret_sha256, name, ttl_ms } => {
+            if state.tokens.get(id).is_some() {
+                return Err(ApplyError::AlreadyExists(format!("token {id:?}")));
+            }
+            let expires_at_ms = ttl_ms.map(|t| now.saturating_add(t));
+            let token = Token {
+                role: *role,
+                secret_sha256: *secret_sha256,
+                name: name.clone(),
+                created_at_ms: now,
+                expires_at_ms,
+            };
+            state.tokens.insert(id.clone(), token);
+            Ok(Outcome::TokenPut { id: id.clone(), role: *role, created_at_ms: now, expires_at_ms })
+        }
+        Command::DeleteToken { id } => {
+            let Some(token) = state.tokens.get(id) else {
+                return Err(not_found(format!("no token {id:?}")));
+            };
+            if token.role == Role::Admin && state.tokens.admins() == 1 && state.tokens.len() > 1 {
+                return Err(ApplyError::Precondition(format!(
+                    "token {id:?} is the last admin token and {} other token(s) exist: nobody \
+                     could manage them; create another admin token first, or delete the others",
+                    state.tokens.len() - 1
+                )));
+            }
+            state.tokens.remove(id);
+            Ok(Outcome::TokenDeleted { id: id.clone() })
+        }
         Command::SetSipSecret(secret) => {
             // First writer wins: nonces minted under the installed secret
             // must stay valid, so a racing second proposal is a no-op.

@@ -1036,3 +1036,64 @@ fn sip_register_refuses_star_with_contacts_duplicates_and_too_many() {
     let many: Vec<(&str, u64)> = many.iter().map(|(d, t)| (d.as_str(), *t)).collect();
     assert!(matches!(r.err(0, sip("c1", 1, &many)), ApplyError::Invalid(_)));
 }
+
+fn put_token(id: &str, role: crate::state::tokens::Role, ttl_ms: Option<u64>) -> Command {
+    Command::PutToken { id: id.into(), role, secret_sha256: [7; 32], name: "ops".into(), ttl_ms }
+}
+
+#[test]
+fn tokens_are_created_once_expire_by_the_replicated_clock_and_keep_an_admin() {
+    use crate::state::tokens::Role;
+    let mut r = Replica::new();
+    assert_eq!(
+        r.ok(1_000, put_token("a1", Role::Admin, None)),
+        Outcome::TokenPut {
+            id: "a1".into(),
+            role: Role::Admin,
+            created_at_ms: 1_000,
+            expires_at_ms: None
+        }
+    );
+    assert!(matches!(
+        r.err(1_000, put_token("a1", Role::Read, None)),
+        ApplyError::AlreadyExists(_)
+    ));
+    assert_eq!(r.state.tokens.get("a1").unwrap().role, Role::Admin, "never replaced");
+    let out = r.ok(2_000, put_token("r1", Role::Read, Some(60_000)));
+    assert_eq!(
+        out,
+        Outcome::TokenPut {
+            id: "r1".into(),
+            role: Role::Read,
+            created_at_ms: 2_000,
+            expires_at_ms: Some(62_000)
+        }
+    );
+    let t = r.state.tokens.get("r1").unwrap();
+    assert_eq!((t.created_at_ms, t.secret_sha256, t.name.as_str()), (2_000, [7; 32], "ops"));
+    assert!(t.is_live(61_999) && !t.is_live(62_000));
+    // The last admin token stays while others exist.
+    let err = r.err(3_000, Command::DeleteToken { id: "a1".into() });
+    assert!(matches!(&err, ApplyError::Precondition(m) if m.contains("last admin")), "{err:?}");
+    r.ok(3_000, put_token("a2", Role::Admin, None));
+    assert_eq!(
+        r.ok(3_000, Command::DeleteToken { id: "a1".into() }),
+        Outcome::TokenDeleted { id: "a1".into() }
+    );
+    assert!(matches!(
+        r.err(3_000, Command::DeleteToken { id: "a1".into() }),
+        ApplyError::NotFound(_)
+    ));
+    r.ok(3_000, Command::DeleteToken { id: "r1".into() });
+    // Alone, the last admin token may go: the API is open again.
+    r.ok(3_000, Command::DeleteToken { id: "a2".into() });
+    assert!(r.state.tokens.is_empty());
+    for bad in [put_token("", Role::Read, None), put_token("a b", Role::Read, None)] {
+        assert!(matches!(r.err(0, bad.clone()), ApplyError::Invalid(_)), "{bad:?}");
+    }
+    // Tokens are not announced to watchers.
+    let mut events = Vec::new();
+    let out = r.ok(4_000, put_token("w1", Role::Write, None));
+    crate::state::events::events_of(1, &out, &mut events);
+    assert!(events.is_empty(), "{events:?}");
+}

@@ -13,6 +13,7 @@ use super::dialplan::Route;
 use super::gateways::{GatewayStatus, ProbeVerdict, ReportedOutcome};
 use super::nodes::NodeStatus;
 use super::registrations::Binding;
+use super::tokens::Role;
 use super::users::SipSecret;
 use super::{NodeId, Policy};
 
@@ -256,6 +257,28 @@ pub enum Command {
     /// secret (and every nonce minted with it) never flips.
     SetSipSecret(SipSecret),
 
+    /// Create a client API token. The node that received the request drew
+    /// the secret and sends only its hash; an existing id is refused (ids
+    /// are random, so a clash is a bug or a replay, never a rotation).
+    PutToken {
+        /// The token's public id.
+        id: String,
+        /// What it may do.
+        role: Role,
+        /// SHA-256 of the secret.
+        secret_sha256: [u8; 32],
+        /// A name for operators; may be empty.
+        name: String,
+        /// Lifetime from the entry's time, ms; `None` = no expiry.
+        ttl_ms: Option<u64>,
+    },
+    /// Delete a client API token. The last admin token cannot be deleted
+    /// while other tokens exist: nobody could manage them any more.
+    DeleteToken {
+        /// The token's id.
+        id: String,
+    },
+
     /// A decision the leader took from its own view while leading in
     /// `term` (liveness, probe results, the expiry sweep, the policy, clock
     /// ticks). Applied only when the entry's own term is `term`: a deposed
@@ -493,6 +516,22 @@ pub enum Outcome {
     UserDeleted {
         /// SIP username.
         user: String,
+    },
+    /// A client API token was created.
+    TokenPut {
+        /// Its id.
+        id: String,
+        /// Its role.
+        role: Role,
+        /// When it was created (replicated clock, ms).
+        created_at_ms: u64,
+        /// When it expires (replicated clock, ms), if ever.
+        expires_at_ms: Option<u64>,
+    },
+    /// A client API token was deleted.
+    TokenDeleted {
+        /// Its id.
+        id: String,
     },
     /// A `SetSipSecret` was applied: `installed` is false when a secret was
     /// already set (the command then changed nothing). Never carries the key.

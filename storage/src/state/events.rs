@@ -228,6 +228,9 @@ pub fn events_of(index: u64, outcome: &Outcome, out: &mut Vec<Event>) {
         }
         // The secret is not something a watcher can act on (and is never shown).
         Outcome::SipSecret { .. } => {}
+        // Credentials: not announced to watchers (a read token must not
+        // learn which tokens exist).
+        Outcome::TokenPut { .. } | Outcome::TokenDeleted { .. } => {}
         Outcome::PolicySet(p) => push(EventKind::PolicyUpdated, String::new(), Detail::Policy(*p)),
         Outcome::CallStarted(c) => {
             push(EventKind::CallStarted, c.call_id.clone(), Detail::Call(c.clone()))

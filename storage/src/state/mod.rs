@@ -25,6 +25,7 @@ pub mod nodes;
 pub mod registrations;
 pub mod requests;
 pub mod route;
+pub mod tokens;
 pub mod users;
 
 #[cfg(test)]
@@ -108,4 +109,6 @@ pub struct State {
     /// The key stateless SIP nonces are minted and checked with; set once
     /// by the first leader that finds none (`Command::SetSipSecret`).
     pub sip_secret: Option<users::SipSecret>,
+    /// Client API tokens (hashed) and their roles; none = the API is open.
+    pub tokens: tokens::Tokens,
 }

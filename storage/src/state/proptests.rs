@@ -12,6 +12,7 @@ use super::calls::CallState;
 use super::dialplan::{Route, RouteTarget};
 use super::gateways::{ProbeVerdict, ReportedOutcome};
 use super::route::{route, RouteRequest};
+use super::tokens::Role;
 use super::users::SipSecret;
 use super::{apply, Command, NodeId, Outcome, Policy, State, Takeover};
 
@@ -185,6 +186,16 @@ fn simple_command() -> BoxedStrategy<Command> {
             }
         ),
         user().prop_map(|user| Command::DeleteUser { user }),
+        (pick(&["t1", "t2", "t3"]), 0u8..3, proptest::option::of(0u64..100_000)).prop_map(
+            |(id, role, ttl_ms)| Command::PutToken {
+                id,
+                role: [Role::Read, Role::Write, Role::Admin][usize::from(role)],
+                secret_sha256: [role; 32],
+                name: String::new(),
+                ttl_ms,
+            }
+        ),
+        pick(&["t1", "t2", "t3"]).prop_map(|id| Command::DeleteToken { id }),
         any::<u8>().prop_map(|b| Command::SetSipSecret(SipSecret([b; 32]))),
         node_id().prop_map(|id| Command::PurgeNodeRegistrations { id }),
         (call_id(), proptest::option::of(node_id()), proptest::option::of(gateway_id())).prop_map(

@@ -70,13 +70,46 @@ pub struct Conn {
     endpoints: Vec<String>,
     timeout: Duration,
     connect_timeout: Duration,
+    /// `Bearer <token>`, sent with every request when set.
+    bearer: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+/// Check a `--token` value: a Switchboard token (`sbt_...`) that can travel
+/// in a header. The token itself is returned unchanged.
+pub fn parse_token(raw: &str) -> Result<String, String> {
+    let t = raw.trim();
+    if !t.starts_with(crate::auth::TOKEN_PREFIX) {
+        return Err(
+            "not a Switchboard token (they start with sbt_; `ctl token create` makes one)".into()
+        );
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("a token is printable ASCII without spaces".into());
+    }
+    Ok(t.to_owned())
 }
 
 impl Conn {
     /// Try `endpoints` (already checked host:port) in order, each request
     /// limited to `timeout`.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
-        Conn { endpoints, timeout, connect_timeout: timeout.min(CONNECT_TIMEOUT) }
+        Conn { endpoints, timeout, connect_timeout: timeout.min(CONNECT_TIMEOUT), bearer: None }
+    }
+
+    /// Send `token` (checked by [`parse_token`]) with every request.
+    pub fn with_token(mut self, token: Option<&str>) -> anyhow::Result<Self> {
+        self.bearer = token
+            .map(|t| format!("Bearer {t}").parse())
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("the token cannot be sent in a header"))?;
+        Ok(self)
+    }
+
+    /// Put the token, if any, on `request`.
+    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(b) = &self.bearer {
+            request.metadata_mut().insert("authorization", b.clone());
+        }
     }
 
     /// The same time-outs, but only `addr` (no fail-over beyond its hints).

@@ -12,14 +12,15 @@ use switchboard_proto::v1::events_client::EventsClient;
 use switchboard_proto::v1::gateways_client::GatewaysClient;
 use switchboard_proto::v1::registrar_client::RegistrarClient;
 use switchboard_proto::v1::router_client::RouterClient;
+use switchboard_proto::v1::tokens_client::TokensClient;
 use switchboard_proto::v1::users_client::UsersClient;
 
 use super::conn::{describe, parse_endpoint, Conn, MAX_MESSAGE};
 use super::render::{self, join, json, lines, meta_pairs, now_ms, MembersFrom};
 use super::{
     CallCommand, ClusterCommand, CtlCommand, DialplanCommand, GatewayCommand, LookupArgs,
-    NodeCommand, ReadArgs, RefreshArgs, RegisterArgs, RegistrationsArgs, RouteArgs, UnregisterArgs,
-    UserCommand, UserPutArgs,
+    NodeCommand, ReadArgs, RefreshArgs, RegisterArgs, RegistrationsArgs, RouteArgs, TokenCommand,
+    UnregisterArgs, UserCommand, UserPutArgs,
 };
 use crate::sip::digest::{ha1, Algorithm};
 
@@ -28,19 +29,20 @@ use crate::sip::digest::{ha1, Algorithm};
 macro_rules! rpc {
     ($conn:expr, $client:ident . $method:ident ($req:expr)) => {{
         let req = $req;
-        $conn
-            .call(move |channel, timeout| {
-                let mut request = tonic::Request::new(req.clone());
-                request.set_timeout(timeout);
-                async move {
-                    $client::new(channel)
-                        .max_decoding_message_size(MAX_MESSAGE)
-                        .$method(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
-            })
-            .await
+        let conn: &Conn = $conn;
+        conn.call(move |channel, timeout| {
+            let mut request = tonic::Request::new(req.clone());
+            request.set_timeout(timeout);
+            conn.authorize(&mut request);
+            async move {
+                $client::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .$method(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
     }};
 }
 
@@ -110,6 +112,7 @@ pub async fn execute(conn: &Conn, as_json: bool, command: CtlCommand) -> anyhow:
         CtlCommand::Node(n) => node(conn, as_json, n).await?,
         CtlCommand::Cluster(c) => cluster(conn, as_json, c).await?,
         CtlCommand::User(u) => user(conn, as_json, u).await?,
+        CtlCommand::Token(t) => token(conn, as_json, t, now).await?,
     };
     emit(&text)?;
     Ok(())
@@ -447,6 +450,46 @@ async fn user(conn: &Conn, as_json: bool, command: UserCommand) -> anyhow::Resul
     }
 }
 
+/// `token`.
+async fn token(
+    conn: &Conn,
+    as_json: bool,
+    command: TokenCommand,
+    now: u64,
+) -> anyhow::Result<String> {
+    match command {
+        TokenCommand::Create { role, name, ttl } => {
+            let req = pb::CreateTokenRequest { role, name, ttl_s: ttl.unwrap_or(0) };
+            let r = rpc!(conn, TokensClient.create_token(req))?;
+            if as_json {
+                return json(&r);
+            }
+            // The token alone on stdout (`TOKEN=$(switchboard ctl token
+            // create ...)`); the advice on stderr.
+            let info = r.info.unwrap_or_default();
+            eprintln!(
+                "token {} with role {}: shown this once, store it now; use it with --token or \
+                 SWITCHBOARD_TOKEN",
+                info.id, info.role
+            );
+            Ok(r.token)
+        }
+        TokenCommand::List(read) => {
+            let req = pb::ListTokensRequest { consistency: consistency(read) };
+            let r = rpc!(conn, TokensClient.list_tokens(req))?;
+            if as_json {
+                return json(&r);
+            }
+            Ok(render::tokens_table(&r.tokens, now))
+        }
+        TokenCommand::Delete { id } => {
+            let req = pb::DeleteTokenRequest { id: id.clone() };
+            let r = rpc!(conn, TokensClient.delete_token(req))?;
+            ack(as_json, &r, format!("token {id} deleted"), r.meta.as_ref())
+        }
+    }
+}
+
 /// The realm `user put` hashes for: `--realm`, else the configuration
 /// file's, else the default.
 fn put_realm(a: &UserPutArgs) -> anyhow::Result<String> {
@@ -589,7 +632,8 @@ async fn status(conn: &Conn, as_json: bool) -> anyhow::Result<String> {
             Err(e) => Err(e),
             Ok(addr) => {
                 let only = conn.only(addr);
-                rpc!(only, ClusterClient.status(pb::StatusRequest {})).map_err(|e| format!("{e:#}"))
+                rpc!(&only, ClusterClient.status(pb::StatusRequest {}))
+                    .map_err(|e| format!("{e:#}"))
             }
         },
     };
@@ -606,9 +650,11 @@ async fn watch(conn: &Conn, as_json: bool, from_index: u64) -> anyhow::Result<()
         .call(move |channel, _timeout| async move {
             // No time-out on the request: it would end the stream. The
             // time-out still bounds the wait for the stream to open.
+            let mut request = tonic::Request::new(pb::WatchRequest { from_index });
+            conn.authorize(&mut request);
             EventsClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
-                .watch(pb::WatchRequest { from_index })
+                .watch(request)
                 .await
                 .map(tonic::Response::into_inner)
         })

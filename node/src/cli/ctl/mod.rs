@@ -67,6 +67,18 @@ pub struct CtlArgs {
         value_parser = parse_request_id
     )]
     pub request_id: Option<(String, u64)>,
+    /// Bearer token for a cluster that requires one (`token create` prints
+    /// it). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "SWITCHBOARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        value_parser = conn::parse_token
+    )]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -117,6 +129,9 @@ pub enum CtlCommand {
     /// SIP digest credentials (REGISTER authentication).
     #[command(subcommand)]
     User(UserCommand),
+    /// Bearer tokens for the client API (roles read, write, admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Stream changes, one line per event, until interrupted.
     Watch(WatchArgs),
 }
@@ -169,6 +184,34 @@ pub enum UserCommand {
     },
     /// Every SIP user and its realm (never the hashes).
     List(ReadArgs),
+}
+
+/// `token create|list|delete`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it, once: it is stored hashed and cannot be
+    /// shown again. The first token (made while the API is still open)
+    /// should be an admin token: from then on every call needs a token.
+    Create {
+        /// What it may do: read (lookups, routes, lists, watch, status),
+        /// write (also registrations, calls, gateway reports), admin (also
+        /// the dial plan, gateways, users, tokens, membership).
+        #[arg(long, value_parser = ["read", "write", "admin"])]
+        role: String,
+        /// Who or what holds it.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime in seconds (default: no expiry).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: Option<u64>,
+    },
+    /// Every token: id, role, name, created, expires (never the secret).
+    List(ReadArgs),
+    /// Delete a token by id (the last admin token stays while others exist).
+    Delete {
+        /// The token's id (`token list`; the part after `sbt_`).
+        id: String,
+    },
 }
 
 /// Arguments of `user put`.
@@ -511,7 +554,7 @@ pub struct WatchArgs {
 /// Run one `ctl` command. The error, if any, is meant to be printed as one
 /// line (`{:#}`); nothing has been printed for it yet.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let conn = conn::Conn::new(args.endpoints, args.timeout);
+    let conn = conn::Conn::new(args.endpoints, args.timeout).with_token(args.token.as_deref())?;
     exec::set_request_id(args.request_id);
     exec::execute(&conn, args.json, args.command).await
 }

@@ -438,6 +438,27 @@ pub fn users_table(users: &[pb::SipUser]) -> String {
     t.render()
 }
 
+/// Every token (never a secret) as a table.
+pub fn tokens_table(tokens: &[pb::TokenInfo], now: u64) -> String {
+    if tokens.is_empty() {
+        return "no tokens (the client API is open)".into();
+    }
+    let mut t = Table::new(&["ID", "ROLE", "NAME", "CREATED", "EXPIRES"]);
+    for k in tokens {
+        t.row(vec![
+            one_line(&k.id),
+            one_line(&k.role),
+            or_dash(&k.name),
+            ago(k.created_at_ms, now),
+            match k.expires_at_ms {
+                0 => "never".into(),
+                e => until(e, now),
+            },
+        ]);
+    }
+    t.render()
+}
+
 /// One call as `key: value` pairs.
 pub fn call_pairs(c: &pb::Call, now: u64) -> Pairs {
     vec![
