@@ -80,6 +80,9 @@ pub struct Config {
     pub liveness: Liveness,
     /// Time limits on the data directory.
     pub storage: Storage,
+    /// TLS on the gRPC port: mutual TLS between nodes, server-auth TLS for
+    /// clients. Off unless all three files are set.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -100,7 +103,35 @@ impl Default for Config {
             gateways: Gateways::default(),
             liveness: Liveness::default(),
             storage: Storage::default(),
+            tls: Tls::default(),
         }
+    }
+}
+
+/// TLS files (PEM). All three or none: a node that serves TLS also needs
+/// the CA to check its peers' certificates and its own certificate to
+/// present to them, so a partial table is refused rather than guessed at.
+/// The files are read and checked at start-up (see `crate::tls`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// This node's certificate chain (leaf first). It is the server
+    /// certificate clients and peers check, and the client certificate this
+    /// node presents to its peers, so it needs the node's address (IP or
+    /// DNS name) as a subject alternative name.
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1). Keep it readable
+    /// by the node's user only.
+    pub key: Option<PathBuf>,
+    /// The cluster CA certificate(s): peers must present a certificate
+    /// signed by it, and this node checks the peers it calls against it.
+    pub ca: Option<PathBuf>,
+}
+
+impl Tls {
+    /// Whether TLS is configured (all three files set; see [`Config::validate`]).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some() && self.ca.is_some()
     }
 }
 
@@ -519,6 +550,16 @@ impl Config {
                 sip.min_expires_s, sip.max_expires_s
             ));
         }
+        let tls = [("cert", &self.tls.cert), ("key", &self.tls.key), ("ca", &self.tls.ca)];
+        let missing: Vec<String> =
+            tls.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| format!("tls.{k}")).collect();
+        if !missing.is_empty() && missing.len() < tls.len() {
+            return bad(format!(
+                "TLS is half configured: {} missing; set all of tls.cert, tls.key and tls.ca \
+                 (--tls-cert, --tls-key, --tls-ca) or none",
+                missing.join(" and ")
+            ));
+        }
         if let Some(members) = self.initial_members()? {
             if !members.contains_key(&self.id) {
                 return bad(format!("initial_cluster does not list this node's id {}", self.id));
@@ -647,6 +688,34 @@ mod tests {
             c.sip.nonce_ttl_s = ttl;
             assert!(c.validate().is_err(), "{realm:?} {ttl}");
         }
+    }
+
+    #[test]
+    fn tls_is_all_three_files_or_none() {
+        let c: Config = toml::from_str("id = 1\n").unwrap();
+        assert!(!c.tls.enabled());
+        c.validate().unwrap();
+        let c: Config = toml::from_str(
+            "id = 1\n[tls]\ncert = \"n.pem\"\nkey = \"n-key.pem\"\nca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.ca.as_deref(), Some(Path::new("ca.pem")));
+        c.validate().unwrap();
+
+        let c: Config = toml::from_str("id = 1\n[tls]\ncert = \"n.pem\"\n").unwrap();
+        assert!(!c.tls.enabled());
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid configuration: TLS is half configured: tls.key and tls.ca missing; set \
+             all of tls.cert, tls.key and tls.ca (--tls-cert, --tls-key, --tls-ca) or none"
+        );
+        let c: Config =
+            toml::from_str("id = 1\n[tls]\ncert = \"n.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(": tls.ca missing;"), "{e}");
+        let e = toml::from_str::<Config>("id = 1\n[tls]\ncrt = \"n.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("crt"), "{e}");
     }
 
     #[test]
