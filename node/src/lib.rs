@@ -108,8 +108,9 @@ pub enum RunError {
     /// refused requests for a moment and stopped.
     #[error("raft stopped: {0}")]
     RaftStopped(String),
-    /// The TLS files are missing, unreadable or unusable.
-    #[error("TLS: {0}")]
+    /// The TLS files are missing, unreadable or unusable (the message
+    /// names the file and the setting).
+    #[error(transparent)]
     Tls(#[from] tls::TlsError),
     /// The gRPC server failed.
     #[error("grpc server: {0}")]

@@ -40,14 +40,15 @@ pub const PEER_CERT_REQUIRED: &str =
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {what} file {}: {source}", path.display())]
+    #[error("cannot read {what} file {}: {error}", path.display())]
     Read {
         /// Which setting (`tls.cert`, `--tls-ca`, ...).
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a `source`: the one-line error
+        /// printers would say it twice).
+        error: std::io::Error,
     },
     /// A file was read but holds no usable PEM of the expected kind.
     #[error("{what} file {}: {message}", path.display())]
@@ -178,7 +179,7 @@ impl tonic::service::Interceptor for PeerAuth {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source })
+    std::fs::read(path).map_err(|error| TlsError::Read { what, path: path.to_owned(), error })
 }
 
 /// Read a PEM file of certificates, refusing one without any or with a
