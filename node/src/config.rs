@@ -58,7 +58,8 @@ pub struct Config {
     /// Bootstrap membership, `id=host:port,...` (etcd-style). Used only when
     /// the data directory is empty; ignored on restart.
     pub initial_cluster: Option<String>,
-    /// Prometheus metrics listen address (text format over HTTP); off when unset.
+    /// Prometheus metrics listen address (text format over HTTP); off when
+    /// unset. It has no TLS and no authentication: keep it on 127.0.0.1.
     pub metrics: Option<SocketAddr>,
     /// The SIP front end. `sip = "host:port"` is short for `[sip] listen =
     /// "host:port"`; off when no address is set.

@@ -332,3 +332,79 @@ async fn ctl_talks_tls_with_tls_ca_and_says_why_without() {
         "{stderr}"
     );
 }
+
+/// `switchboard dev --tls`: the nodes serve TLS with the certificates it
+/// made, and the `ctl` line it prints works as printed.
+#[test]
+fn dev_tls_prints_a_ctl_line_that_works() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+    let dir = tempfile::tempdir().unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = (0..20)
+        .map(|_| free())
+        .find(|&p| {
+            p < 60_000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        })
+        .expect("three free consecutive ports");
+    let data = dir.path().join("dev");
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--tls", "--sip-base-port", "0", "--base-port", &base.to_string()])
+        .arg("--data")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.iter().any(|l| l.starts_with("Ctrl-C")) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = dev.kill();
+                panic!("dev --tls did not get ready: {lines:?}");
+            }
+        }
+    }
+    let ca = data.join("tls").join("ca.pem");
+    assert!(ca.is_file() && data.join("tls/node3-key.pem").is_file());
+    let tls_line = lines.iter().find(|l| l.starts_with("tls: on")).expect("tls line");
+    assert!(tls_line.contains(&format!("--tls-ca {}", ca.display())), "{tls_line}");
+    let status_line = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("switchboard ctl") && l.ends_with(" status"))
+        .expect("a ctl status line");
+    let args: Vec<&str> = status_line.split_whitespace().skip(1).collect();
+    let out = Command::new(BIN).args(&args).arg("--json").stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let plain = Command::new(BIN)
+        .args(["ctl", "--endpoints", &format!("127.0.0.1:{base}"), "status"])
+        .env_remove("SWITCHBOARD_TLS_CA")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe {
+        libc::kill(dev.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dev.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "dev did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(out.status.success(), "{status_line}: {stderr}");
+    assert!(stdout.contains("\"leader_id\":"), "{stdout}");
+    assert_eq!(plain.status.code(), Some(1));
+}
