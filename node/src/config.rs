@@ -58,7 +58,8 @@ pub struct Config {
     /// Bootstrap membership, `id=host:port,...` (etcd-style). Used only when
     /// the data directory is empty; ignored on restart.
     pub initial_cluster: Option<String>,
-    /// Prometheus metrics listen address (text format over HTTP); off when unset.
+    /// Prometheus metrics listen address (text format over HTTP); off when
+    /// unset. It has no TLS and no authentication: keep it on 127.0.0.1.
     pub metrics: Option<SocketAddr>,
     /// Status page listen address (HTML page and JSON endpoints over HTTP,
     /// see README "Status page"); off when unset. It shows cluster state
@@ -85,6 +86,9 @@ pub struct Config {
     pub liveness: Liveness,
     /// Time limits on the data directory.
     pub storage: Storage,
+    /// TLS on the gRPC port: mutual TLS between nodes, server-auth TLS for
+    /// clients. Off unless all three files are set.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -106,7 +110,35 @@ impl Default for Config {
             gateways: Gateways::default(),
             liveness: Liveness::default(),
             storage: Storage::default(),
+            tls: Tls::default(),
         }
+    }
+}
+
+/// TLS files (PEM). All three or none: a node that serves TLS also needs
+/// the CA to check its peers' certificates and its own certificate to
+/// present to them, so a partial table is refused rather than guessed at.
+/// The files are read and checked at start-up (see `crate::tls`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// This node's certificate chain (leaf first). It is the server
+    /// certificate clients and peers check, and the client certificate this
+    /// node presents to its peers, so it needs the node's address (IP or
+    /// DNS name) as a subject alternative name.
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1). Keep it readable
+    /// by the node's user only.
+    pub key: Option<PathBuf>,
+    /// The cluster CA certificate(s): peers must present a certificate
+    /// signed by it, and this node checks the peers it calls against it.
+    pub ca: Option<PathBuf>,
+}
+
+impl Tls {
+    /// Whether TLS is configured (all three files set; see [`Config::validate`]).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some() && self.ca.is_some()
     }
 }
 
@@ -536,6 +568,16 @@ impl Config {
                 ));
             }
         }
+        let tls = [("cert", &self.tls.cert), ("key", &self.tls.key), ("ca", &self.tls.ca)];
+        let missing: Vec<String> =
+            tls.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| format!("tls.{k}")).collect();
+        if !missing.is_empty() && missing.len() < tls.len() {
+            return bad(format!(
+                "TLS is half configured: {} missing; set all of tls.cert, tls.key and tls.ca \
+                 (--tls-cert, --tls-key, --tls-ca) or none",
+                missing.join(" and ")
+            ));
+        }
         if let Some(members) = self.initial_members()? {
             if !members.contains_key(&self.id) {
                 return bad(format!("initial_cluster does not list this node's id {}", self.id));
@@ -677,6 +719,34 @@ mod tests {
         assert!(e.contains("http address 127.0.0.1:7001 is also the gRPC"), "{e}");
         let e = toml::from_str::<Config>("id = 1\nhttp = \"localhost\"\n").unwrap_err();
         assert!(e.to_string().contains("http"), "{e}");
+    }
+
+    #[test]
+    fn tls_is_all_three_files_or_none() {
+        let c: Config = toml::from_str("id = 1\n").unwrap();
+        assert!(!c.tls.enabled());
+        c.validate().unwrap();
+        let c: Config = toml::from_str(
+            "id = 1\n[tls]\ncert = \"n.pem\"\nkey = \"n-key.pem\"\nca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.ca.as_deref(), Some(Path::new("ca.pem")));
+        c.validate().unwrap();
+
+        let c: Config = toml::from_str("id = 1\n[tls]\ncert = \"n.pem\"\n").unwrap();
+        assert!(!c.tls.enabled());
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid configuration: TLS is half configured: tls.key and tls.ca missing; set \
+             all of tls.cert, tls.key and tls.ca (--tls-cert, --tls-key, --tls-ca) or none"
+        );
+        let c: Config =
+            toml::from_str("id = 1\n[tls]\ncert = \"n.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(": tls.ca missing;"), "{e}");
+        let e = toml::from_str::<Config>("id = 1\n[tls]\ncrt = \"n.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("crt"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`fatal`]: a Raft core that stopped on its own (a storage error):
 //!   refuse everything, report NOT_SERVING, stop the node.
 //! - [`health`]: the `grpc.health.v1` services, switched together.
+//! - [`tls`]: the `[tls]` files, server and node-to-node TLS, and the
+//!   peer-certificate check in front of the node-to-node service.
 //! - [`failpoint`]: test-only fault injection (cargo feature `failpoints`).
 //!
 //! [`run`] starts a node on an already-bound listener and stops it when the
@@ -48,6 +50,7 @@ pub mod node;
 pub mod raft;
 pub mod sip;
 pub mod status;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -109,6 +112,10 @@ pub enum RunError {
     /// refused requests for a moment and stopped.
     #[error("raft stopped: {0}")]
     RaftStopped(String),
+    /// The TLS files are missing, unreadable or unusable (the message
+    /// names the file and the setting).
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -164,6 +171,8 @@ pub async fn run_with_sip(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
+    // Before the data directory: a bad certificate is refused at once.
+    let tls = tls::NodeTls::load(&config.tls)?;
     // The address actually bound is the one the node table advertises.
     config.sip.listen = sip.as_ref().map(|s| s.local_addr());
     // Bound before anything else starts, so that a taken port is a clear
@@ -200,8 +209,11 @@ pub async fn run_with_sip(
     let reader = sm_store.reader();
     let feed = sm_store.feed();
     let status_feed = std::sync::Arc::clone(&feed);
-    let peers =
-        Peers::new(Duration::from_millis(config.raft.rpc_timeout_ms), &config.advertise_addr());
+    let peers = Peers::new(
+        Duration::from_millis(config.raft.rpc_timeout_ms),
+        &config.advertise_addr(),
+        tls.as_ref().map(tls::NodeTls::peer_client),
+    );
     let raft = Raft::new(config.id, raft_config, Network::new(peers.clone()), log_store, sm_store)
         .await
         .map_err(|e| RunError::Raft(e.to_string()))?;
@@ -269,11 +281,19 @@ pub async fn run_with_sip(
             Ok(()) = server_stop => {}
         }
     };
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.server())?;
+    }
+    // Every node-to-node RPC first passes the peer-certificate check.
+    let raft_service = tonic::service::interceptor::InterceptedService::new(
+        svc!(RaftServer, raft::service::RaftService::new(node.clone())),
+        tls::PeerAuth::new(tls.is_some()),
+    );
+    let server = builder
         // Bearer tokens and roles, before any service runs (see `auth`).
         .layer(auth::AuthLayer::new(node.clone()))
-        .add_service(svc!(RaftServer, raft::service::RaftService::new(node.clone())))
+        .add_service(raft_service)
         .add_service(svc!(RegistrarServer, grpc::registrar::RegistrarService::new(node.clone())))
         .add_service(svc!(RouterServer, grpc::router::RouterService::new(node.clone())))
         .add_service(svc!(GatewaysServer, grpc::gateways::GatewaysService::new(node.clone())))

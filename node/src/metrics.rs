@@ -18,7 +18,12 @@ use crate::node::Node;
 /// Serve metrics on `addr` and keep the node's gauges current until `stop` fires.
 pub fn install(addr: SocketAddr, node: Node, mut stop: watch::Receiver<bool>) {
     match PrometheusBuilder::new().with_http_listener(addr).install() {
-        Ok(()) => info!(%addr, "metrics listening"),
+        Ok(()) if addr.ip().is_loopback() => info!(%addr, "metrics listening"),
+        // The exporter has no TLS and no authentication.
+        Ok(()) => warn!(
+            %addr,
+            "metrics listening on a non-loopback address, without TLS or authentication"
+        ),
         Err(e) => {
             warn!(%addr, error = %e, "metrics exporter not started");
             return;

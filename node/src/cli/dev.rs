@@ -11,6 +11,12 @@
 //! Ctrl-C (SIGINT) or SIGTERM stops every node with
 //! SIGTERM and waits for them. A data directory from an earlier run is
 //! reused: the cluster comes back with its data.
+//!
+//! With `--tls`, a throwaway CA and one certificate per node (for
+//! 127.0.0.1 and localhost) are made afresh on every start into
+//! `<data>/tls/`, the nodes serve TLS with them (mutual TLS between
+//! nodes), and the printed `ctl` lines carry `--tls-ca <data>/tls/ca.pem`.
+//! The CA key is never written: nothing else can be signed with it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +52,10 @@ pub struct DevArgs {
     /// it on http-base-port + i - 1. 0 = no status page.
     #[arg(long, default_value_t = 8001)]
     pub http_base_port: u16,
+    /// Serve TLS: make a throwaway CA and node certificates in
+    /// `<data>/tls/` and start the nodes with them.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// The demo SIP user (number, password) put when SIP is on. Only for
@@ -67,6 +77,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     let mut cluster =
         LocalCluster::in_dir(args.nodes, args.base_port, args.data.clone())?.with_log_files();
+    if args.tls {
+        let dir = args.data.join("tls");
+        write_dev_certs(&dir, args.nodes)?;
+        cluster = cluster.with_tls(dir)?;
+    }
     let sip = args.sip_base_port != 0;
     if sip {
         cluster = cluster.with_sip(args.sip_base_port)?.with_config(SIP_CONFIG)?;
@@ -126,8 +141,22 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
 
     let ep = cluster.addrs().join(",");
+    let ca = args.data.join("tls").join("ca.pem");
+    // Every printed ctl line: with TLS, it names the CA to trust.
+    let ctl = if args.tls {
+        format!("switchboard ctl --tls-ca {} --endpoints {ep}", ca.display())
+    } else {
+        format!("switchboard ctl --endpoints {ep}")
+    };
     println!("ready: leader={leader}");
     println!("endpoints: {ep}");
+    if args.tls {
+        println!(
+            "tls: on (throwaway CA {}; clients: {ctl} ... or SWITCHBOARD_TLS_CA={})",
+            ca.display(),
+            ca.display()
+        );
+    }
     println!("data: {}", args.data.display());
     for (i, addr) in cluster.sip_addrs().iter().enumerate() {
         println!("sip: node {} {addr} (UDP and TCP)", i + 1);
@@ -155,7 +184,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "call start call-1 --from 1000 --to 1001".into(),
         "watch".into(),
     ] {
-        println!("  switchboard ctl --endpoints {ep} {example}");
+        println!("  {ctl} {example}");
     }
     println!("Ctrl-C stops every node.");
 
@@ -168,9 +197,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             _ = &mut signal => break,
             dead = cluster.first_exit() => {
                 let (id, status) = dead;
+                let mut tls = cluster.tls_args(id).join(" ");
+                if !tls.is_empty() {
+                    tls.insert(0, ' ');
+                }
                 eprintln!(
                     "node {id} exited ({status}); the others keep running. Restart it with:\n  \
-                     {} serve --id {id} --listen {}{} --data {} 2>>{}",
+                     {} serve --id {id} --listen {}{tls}{} --data {} 2>>{}",
                     cluster.exe().display(),
                     cluster.addrs()[id - 1],
                     restart_flags(&cluster, id),
@@ -182,6 +215,39 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     cluster.stop().await;
+    Ok(())
+}
+
+/// Make a throwaway CA and a certificate for each of `nodes` nodes (valid
+/// for 127.0.0.1 and localhost, the dev cluster's addresses) in `dir`:
+/// `ca.pem`, `node<i>.pem`, `node<i>-key.pem` (keys readable by the owner
+/// only). Files of an earlier run are replaced.
+fn write_dev_certs(dir: &Path, nodes: u16) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: String, text: &str, mode: u32| -> anyhow::Result<()> {
+        let path = dir.join(name);
+        // Remove first: `mode` applies only to a file being created.
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))
+    };
+    let ca = crate::tls::issue::Ca::new("switchboard dev throwaway CA")
+        .map_err(|e| anyhow!("cannot make the dev CA: {e}"))?;
+    write("ca.pem".into(), &ca.cert_pem(), 0o644)?;
+    for id in 1..=nodes {
+        let node = ca
+            .issue(&format!("switchboard dev node {id}"), &["127.0.0.1", "localhost"])
+            .map_err(|e| anyhow!("cannot make the certificate of node {id}: {e}"))?;
+        write(format!("node{id}.pem"), &node.cert_pem, 0o644)?;
+        write(format!("node{id}-key.pem"), &node.key_pem, 0o600)?;
+    }
     Ok(())
 }
 

@@ -18,7 +18,9 @@
 //! i on SIP base port + i - 1, UDP and TCP) and reads extra configuration
 //! ([`LocalCluster::with_config`]: TOML written to `<root>/serve.toml` and
 //! passed as `--config`), and serves the status page
-//! ([`LocalCluster::with_http`]: node i on HTTP base port + i - 1).
+//! ([`LocalCluster::with_http`]: node i on HTTP base port + i - 1), and
+//! sets up TLS ([`LocalCluster::with_tls`]: node i serves with `<dir>/node<i>.pem`,
+//! and the cluster's own channels trust `<dir>/ca.pem`).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -29,7 +31,7 @@ use anyhow::{bail, Context};
 use switchboard_proto::v1 as pb;
 use switchboard_proto::v1::cluster_client::ClusterClient;
 use tokio::process::{Child, Command};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// How long one `Cluster.Status` request of a leader lookup may take.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -74,6 +76,9 @@ pub struct LocalCluster {
     config: Option<PathBuf>,
     /// How many of the nodes (the first ones) form the initial cluster.
     initial: usize,
+    /// The TLS directory (see [`LocalCluster::with_tls`]) and the client
+    /// configuration trusting its CA; plain text when `None`.
+    tls: Option<(PathBuf, ClientTlsConfig)>,
     /// The child of node i at index i - 1; `None` for a node not running.
     /// Behind a mutex so that [`LocalCluster::first_exit`] can run next to
     /// RPCs that borrow the cluster too; never locked across an await.
@@ -119,6 +124,7 @@ impl LocalCluster {
             http_addrs: Vec::new(),
             config: None,
             initial,
+            tls: None,
             children,
         })
     }
@@ -177,6 +183,30 @@ impl LocalCluster {
         std::fs::write(&path, toml).with_context(|| format!("cannot write {}", path.display()))?;
         self.config = Some(path);
         Ok(self)
+    }
+
+    /// Serve TLS from the files in `dir`: `ca.pem`, and `node<i>.pem` with
+    /// `node<i>-key.pem` for node i (see `crate::tls::issue`). The
+    /// cluster's own channels ([`LocalCluster::channel`]) then use TLS too,
+    /// trusting `ca.pem` and presenting no certificate, like a client.
+    pub fn with_tls(mut self, dir: PathBuf) -> anyhow::Result<LocalCluster> {
+        let client = crate::tls::client_config("TLS CA", &dir.join("ca.pem"))?;
+        self.tls = Some((dir, client));
+        Ok(self)
+    }
+
+    /// The TLS flags of node `id`'s `serve` command (none without TLS).
+    pub fn tls_args(&self, id: usize) -> Vec<String> {
+        let Some((dir, _)) = &self.tls else { return Vec::new() };
+        let path = |name: String| dir.join(name).display().to_string();
+        vec![
+            "--tls-cert".into(),
+            path(format!("node{id}.pem")),
+            "--tls-key".into(),
+            path(format!("node{id}-key.pem")),
+            "--tls-ca".into(),
+            path("ca.pem".into()),
+        ]
     }
 
     /// `127.0.0.1:<port>` of every node, node 1 first.
@@ -250,6 +280,7 @@ impl LocalCluster {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
+        cmd.args(self.tls_args(id));
         cmd.arg("--data").arg(self.data_dir(id)).args(&self.serve_args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null()).kill_on_drop(true);
@@ -274,11 +305,15 @@ impl LocalCluster {
     /// cluster size so that callers can spread clients with a counter).
     /// Connects lazily, on first use.
     pub fn channel(&self, i: usize) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addrs[i % self.addrs.len()]))
-            .expect("valid address")
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy()
+        let addr = &self.addrs[i % self.addrs.len()];
+        let endpoint = match &self.tls {
+            None => Endpoint::from_shared(format!("http://{addr}")).expect("valid address"),
+            // The configuration was built once in `with_tls`, so it builds again.
+            Some((_, tls)) => Endpoint::from_shared(format!("https://{addr}"))
+                .and_then(|e| e.tls_config(tls.clone()))
+                .expect("valid address and TLS configuration"),
+        };
+        endpoint.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect_lazy()
     }
 
     /// Ask every running node for its `Cluster.Status`: the first node that

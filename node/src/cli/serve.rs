@@ -41,6 +41,16 @@ pub struct ServeArgs {
     /// This node's call capacity (0 = no limit).
     #[arg(long)]
     pub capacity: Option<u32>,
+    /// TLS: this node's certificate (PEM), presented to clients and peers.
+    /// Needs --tls-key and --tls-ca too.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the cluster CA (PEM); peers must present a certificate it signed.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -76,6 +86,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.capacity {
             c.calls.capacity = v;
+        }
+        if let Some(v) = &self.tls_cert {
+            c.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.tls.key = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_ca {
+            c.tls.ca = Some(v.clone());
         }
         c.validate()?;
         Ok(c)

@@ -1,5 +1,9 @@
 //! The Raft network: openraft's `RaftNetworkFactory` over tonic.
 //!
+//! With TLS on (see `crate::tls`), channels are `https`: the peer is
+//! checked against the cluster CA and this node presents its own
+//! certificate, which the peer's Raft service requires.
+//!
 //! One lazily connected tonic `Channel` per peer address is cached in
 //! [`Peers`] and shared by every client openraft asks for (it calls
 //! `new_client` once per voter for every read index, so creating channels
@@ -31,7 +35,7 @@ use switchboard_proto::v1::RaftPayload;
 use switchboard_storage::codec;
 use switchboard_storage::state::NodeId;
 use switchboard_storage::types::TypeConfig;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Cached channels to peers, keyed by node id; a changed address replaces the channel.
 #[derive(Clone, Default)]
@@ -40,12 +44,14 @@ pub struct Peers {
     connect_timeout: Duration,
     /// This node's own advertised address (for the test-only network cuts).
     me: Arc<str>,
+    /// Mutual TLS towards peers, when the cluster runs TLS.
+    tls: Option<ClientTlsConfig>,
 }
 
 /// Why no channel to a peer could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    /// The address does not make an endpoint.
+    /// The address does not make an endpoint (or TLS cannot be set up on it).
     #[error("bad peer address: {0}")]
     Address(#[from] tonic::transport::Error),
     /// A test-only network cut (see `failpoint`).
@@ -55,9 +61,10 @@ pub enum PeerError {
 
 impl Peers {
     /// A cache whose channels give up connecting after `connect_timeout`;
-    /// `me` is this node's advertised address.
-    pub fn new(connect_timeout: Duration, me: &str) -> Self {
-        Peers { inner: Arc::default(), connect_timeout, me: me.into() }
+    /// `me` is this node's advertised address; `tls` (mutual TLS with this
+    /// node's identity) makes every channel `https`.
+    pub fn new(connect_timeout: Duration, me: &str, tls: Option<ClientTlsConfig>) -> Self {
+        Peers { inner: Arc::default(), connect_timeout, me: me.into(), tls }
     }
 
     /// Whether a test-only failpoint cuts this node off from `addr`.
@@ -82,7 +89,13 @@ impl Peers {
                 return Ok(ch.clone());
             }
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = match &self.tls {
+            None => Endpoint::from_shared(format!("http://{addr}"))?,
+            Some(tls) => {
+                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone())?
+            }
+        };
+        let ch = endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::grpc::error::LEADER_ADDR;
@@ -27,7 +27,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Check one `host:port` endpoint; the trimmed endpoint on success.
 ///
 /// Hosts are names or IPv4 addresses, or IPv6 addresses in brackets. No
-/// scheme: the client always speaks plain-text HTTP/2.
+/// scheme: the client speaks plain-text HTTP/2, or TLS with `--tls-ca`.
 pub fn parse_endpoint(raw: &str) -> Result<String, String> {
     let s = raw.trim();
     if s.is_empty() {
@@ -70,6 +70,8 @@ pub struct Conn {
     endpoints: Vec<String>,
     timeout: Duration,
     connect_timeout: Duration,
+    /// Server-auth TLS (`--tls-ca`); plain text when `None`.
+    tls: Option<ClientTlsConfig>,
     /// `Bearer <token>`, sent with every request when set.
     bearer: Option<tonic::metadata::AsciiMetadataValue>,
 }
@@ -89,11 +91,27 @@ pub fn parse_token(raw: &str) -> Result<String, String> {
     Ok(t.to_owned())
 }
 
+/// Added to a plain-text connection the node closed at once: what a node
+/// serving TLS does with a client that does not speak it.
+const TLS_HINT: &str =
+    "the node closed the connection; if it serves TLS, pass --tls-ca FILE (or set SWITCHBOARD_TLS_CA)";
+
 impl Conn {
     /// Try `endpoints` (already checked host:port) in order, each request
     /// limited to `timeout`.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
-        Conn { endpoints, timeout, connect_timeout: timeout.min(CONNECT_TIMEOUT), bearer: None }
+        Conn {
+            endpoints,
+            timeout,
+            connect_timeout: timeout.min(CONNECT_TIMEOUT),
+            tls: None,
+            bearer: None,
+        }
+    }
+
+    /// Connect with TLS, checking the nodes' certificates as `tls` says.
+    pub fn with_tls(self, tls: Option<ClientTlsConfig>) -> Self {
+        Conn { tls, ..self }
     }
 
     /// Send `token` (checked by [`parse_token`]) with every request.
@@ -155,7 +173,15 @@ impl Conn {
                             queue.push_front(leader);
                         }
                     }
-                    failures.push(format!("{addr}: {}", describe(&status)));
+                    let hint = if self.tls.is_none() && closed_at_once(&status) {
+                        format!(" ({TLS_HINT})")
+                    } else {
+                        String::new()
+                    };
+                    failures.push(format!("{addr}: {}{hint}", describe(&status)));
+                }
+                Ok(Err(status)) if self.tls.is_none() && closed_at_once(&status) => {
+                    anyhow::bail!("{addr}: {}: {TLS_HINT}", describe(&status))
                 }
                 Ok(Err(status)) => anyhow::bail!("{}", describe(&status)),
             }
@@ -168,16 +194,41 @@ impl Conn {
 
     /// Open a channel to `addr`, within the connect time-out.
     async fn connect(&self, addr: &str) -> Result<Channel, String> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = match &self.tls {
+            None => Endpoint::from_shared(format!("http://{addr}")),
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+                .and_then(|e| e.tls_config(tls.clone())),
+        };
+        let endpoint = endpoint
             .map_err(|e| error_chain(&e))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         match tokio::time::timeout(self.connect_timeout, endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
+            // What rustls reports when the other side answers a TLS
+            // hello with something that is not TLS (a plain-text node).
+            Ok(Err(e)) if self.tls.is_some() && error_chain(&e).contains("InvalidContentType") => {
+                Err(format!("{} (the node does not speak TLS; drop --tls-ca?)", error_chain(&e)))
+            }
             Ok(Err(e)) => Err(error_chain(&e)),
             Err(_) => Err(format!("timed out after {:?}", self.connect_timeout)),
         }
     }
+}
+
+/// Whether `status` is the transport's report of a connection the server
+/// closed before answering, as opposed to an answer from the server. A TLS
+/// node facing plain text shows up, depending on timing, as a closed
+/// connection (`CANCELLED`, `UNKNOWN`, `UNAVAILABLE`) or as its TLS alert
+/// read as a broken HTTP/2 frame (`INTERNAL`).
+fn closed_at_once(status: &Status) -> bool {
+    let transport = std::error::Error::source(status)
+        .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
+    transport
+        && matches!(
+            status.code(),
+            Code::Cancelled | Code::Unknown | Code::Unavailable | Code::Internal
+        )
 }
 
 /// The leader address attached to an `UNAVAILABLE`, if usable.

@@ -42,6 +42,16 @@ pub struct CtlArgs {
         value_parser = conn::parse_endpoint
     )]
     pub endpoints: Vec<String>,
+    /// Connect with TLS, trusting the CA certificate(s) in this PEM file
+    /// (the cluster CA, or whichever CA signed the nodes' certificates).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "SWITCHBOARD_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Print one JSON document per command (one per line for `watch`).
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
@@ -554,7 +564,13 @@ pub struct WatchArgs {
 /// Run one `ctl` command. The error, if any, is meant to be printed as one
 /// line (`{:#}`); nothing has been printed for it yet.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let conn = conn::Conn::new(args.endpoints, args.timeout).with_token(args.token.as_deref())?;
+    let tls = match &args.tls_ca {
+        Some(path) => Some(crate::tls::client_config("--tls-ca", path)?),
+        None => None,
+    };
+    let conn = conn::Conn::new(args.endpoints, args.timeout)
+        .with_tls(tls)
+        .with_token(args.token.as_deref())?;
     exec::set_request_id(args.request_id);
     exec::execute(&conn, args.json, args.command).await
 }
