@@ -38,6 +38,17 @@ impl ClusterService {
         ClusterService { node, changes: Mutex::new(()) }
     }
 
+    /// `msg` to send on to the leader, with the caller's `authorization`
+    /// (the leader checks the caller's token again; the hop itself grants
+    /// nothing).
+    fn onward<T>(msg: T, auth: Option<tonic::metadata::AsciiMetadataValue>) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Some(a) = auth {
+            r.metadata_mut().insert("authorization", a);
+        }
+        r
+    }
+
     /// A client to the leader's Cluster service, when this node is not the leader.
     fn leader_client(&self) -> Result<Option<ClusterClient<tonic::transport::Channel>>, ApiError> {
         match self.node.leader() {
@@ -138,6 +149,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let auth = req.metadata().get("authorization").cloned();
         let r = req.into_inner();
         if r.id == 0 {
             return Err(Status::invalid_argument("node id must be > 0"));
@@ -145,7 +157,7 @@ impl Cluster for ClusterService {
         crate::config::parse_members(&format!("{}={}", r.id, r.addr))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(mut leader) = self.leader_client()? {
-            return leader.add_node(r).await;
+            return leader.add_node(Self::onward(r, auth)).await;
         }
         let _serial = self.changes.lock().await;
         let node = BasicNode { addr: r.addr.clone() };
@@ -171,9 +183,10 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let auth = req.metadata().get("authorization").cloned();
         let r = req.into_inner();
         if let Some(mut leader) = self.leader_client()? {
-            return leader.remove_node(r).await;
+            return leader.remove_node(Self::onward(r, auth)).await;
         }
         let _serial = self.changes.lock().await;
         let m = self.node.raft().metrics().borrow().membership_config.clone();
@@ -208,6 +221,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        let auth = req.metadata().get("authorization").cloned();
         let r = req.into_inner();
         let w = self.node.write(Command::DrainNode { id: r.id }).await?;
         let moved_calls = match &w.outcome {
@@ -219,7 +233,7 @@ impl Cluster for ClusterService {
         if self.node.leader().is_some_and(|(l, _)| l == r.id) {
             if let Some(mut leader) = self.leader_client()? {
                 // The drained node is the leader but not us: it steps down when asked there.
-                leader.drain_node(r).await?;
+                leader.drain_node(Self::onward(r, auth)).await?;
             } else {
                 self.node.step_down().await?;
             }
