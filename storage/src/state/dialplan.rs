@@ -113,7 +113,9 @@ pub fn matches(pattern: &str, digits: &str) -> bool {
 }
 
 /// The specificity key of a pattern: smaller sorts first (more specific).
-fn specificity(route: &Route) -> (std::cmp::Reverse<usize>, bool, usize, u32) {
+/// Fields: literal prefix length (reversed), open (`@`), number of `X`,
+/// priority.
+pub(crate) fn specificity(route: &Route) -> (std::cmp::Reverse<usize>, bool, usize, u32) {
     let p = route.pattern.as_bytes();
     let literal_prefix = p.iter().take_while(|&&c| is_dial_char(c)).count();
     let open = p.last() == Some(&b'@');

@@ -7,10 +7,10 @@
 //! node liveness and free capacity). Nothing here runs on the normal route
 //! path: building strings for every candidate costs more than the route.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 
 use super::apply::{free_capacity, most_free_node};
-use super::dialplan::{matches, more_specific, Route, RouteTarget};
+use super::dialplan::{matches, more_specific, specificity, Route, RouteTarget};
 use super::gateways::{Availability, GatewayStatus};
 use super::nodes::NodeStatus;
 use super::route::{route, Decision, RouteRequest, TargetKind};
@@ -138,7 +138,6 @@ pub fn explain(state: &State, req: &RouteRequest<'_>) -> (Decision, Explanation)
     let position = |id: &str, kind: TargetKind| {
         offered.iter().position(|&(i, k)| i == id && k == kind).map(|p| p as u32 + 1)
     };
-    let mut skipped = Vec::new();
     match &chosen.target {
         RouteTarget::Registered => {
             for b in state.registrations.bindings(&why.digits) {
@@ -154,17 +153,12 @@ pub fn explain(state: &State, req: &RouteRequest<'_>) -> (Decision, Explanation)
                 } else {
                     format!("expired {} s ago", req.now_ms.saturating_sub(b.expires_at_ms) / 1000)
                 };
-                let note = CandidateNote {
+                why.candidates.push(CandidateNote {
                     kind: TargetKind::Device,
                     id: b.device_id.clone(),
                     position: pos,
                     reason,
-                };
-                if pos.is_some() {
-                    why.candidates.push(note);
-                } else {
-                    skipped.push(note);
-                }
+                });
             }
         }
         RouteTarget::GatewayGroup(group) => {
@@ -198,56 +192,45 @@ pub fn explain(state: &State, req: &RouteRequest<'_>) -> (Decision, Explanation)
                         }
                     ),
                 };
-                let note = CandidateNote {
+                why.candidates.push(CandidateNote {
                     kind: TargetKind::Gateway,
                     id: g.id.clone(),
                     position: pos,
                     reason,
-                };
-                if pos.is_some() {
-                    why.candidates.push(note);
-                } else {
-                    skipped.push(note);
-                }
+                });
             }
         }
     }
-    why.candidates.sort_by_key(|c| c.position);
-    why.candidates.extend(skipped);
+    // Offered ones in answer order, then the skipped ones as found (stable).
+    why.candidates.sort_by_key(|c| (c.position.is_none(), c.position));
     if let Decision::Route { handling_node, .. } = &decision {
         why.handling = handling_reason(state, req.origin_node, *handling_node);
     }
     (decision, why)
 }
 
-/// A pattern's specificity in words.
+/// A pattern's specificity in words (from the dial plan's own key).
 fn shape(r: &Route) -> String {
-    let p = r.pattern.as_bytes();
-    let literal = p.iter().take_while(|&&c| super::dialplan::is_dial_char(c)).count();
-    let xs = p.iter().filter(|&&c| c == b'X').count();
-    let open = p.last() == Some(&b'@');
+    let (Reverse(literal), open, xs, priority) = specificity(r);
     format!(
-        "{literal} literal leading digit{}, {}, {xs} X, priority {}",
+        "{literal} literal leading digit{}, {}, {xs} X, priority {priority}",
         if literal == 1 { "" } else { "s" },
         if open { "open (@)" } else { "closed" },
-        r.priority
     )
 }
 
 /// Which step of the specificity order put `winner` ahead of `r`.
 fn outranked_by(r: &Route, winner: &Route) -> String {
-    let lit =
-        |r: &Route| r.pattern.bytes().take_while(|&c| super::dialplan::is_dial_char(c)).count();
-    let open = |r: &Route| r.pattern.ends_with('@');
-    let xs = |r: &Route| r.pattern.bytes().filter(|&c| c == b'X').count();
-    if lit(winner) != lit(r) {
-        format!("longer literal prefix ({} against {})", lit(winner), lit(r))
-    } else if open(winner) != open(r) {
+    let (Reverse(w_lit), w_open, w_xs, w_prio) = specificity(winner);
+    let (Reverse(lit), open, xs, prio) = specificity(r);
+    if w_lit != lit {
+        format!("longer literal prefix ({w_lit} against {lit})")
+    } else if w_open != open {
         "a closed pattern before an open one".into()
-    } else if xs(winner) != xs(r) {
-        format!("fewer X ({} against {})", xs(winner), xs(r))
-    } else if winner.priority != r.priority {
-        format!("lower priority number ({} against {})", winner.priority, r.priority)
+    } else if w_xs != xs {
+        format!("fewer X ({w_xs} against {xs})")
+    } else if w_prio != prio {
+        format!("lower priority number ({w_prio} against {prio})")
     } else {
         debug_assert_eq!(winner.pattern.cmp(&r.pattern), Ordering::Less);
         "equal in every respect; the pattern text breaks the tie".into()
