@@ -154,7 +154,12 @@ async fn commit<P: Propose>(raft: &P, config: &BatchConfig, batch: Vec<(Command,
     };
     let n = replies.len();
     let proposal = Proposal { at_ms: (config.stamp)(), command };
+    let proposed = std::time::Instant::now();
     let written = tokio::time::timeout(config.timeout, raft.propose(proposal)).await;
+    // Propose to applied on this leader: append, replication to a quorum,
+    // commit and apply (the batcher's queue is not included).
+    metrics::histogram!("switchboard_raft_commit_seconds").record(proposed.elapsed());
+    metrics::histogram!("switchboard_raft_entry_writes").record(n as f64);
     match written {
         Ok(Ok((index, data))) => {
             let outcomes = match data {

@@ -2,7 +2,17 @@
 //!
 //! Raft gauges are refreshed from openraft's metrics once a second. The
 //! recorder is process-global (the `metrics` crate's design), so only the
-//! first node of a process installs it; every series carries a `node` label.
+//! first node of a process installs it; every gauge carries a `node` label.
+//!
+//! Latency histograms (summaries: quantiles over a rolling minute, plus
+//! cumulative `_sum` and `_count`) are recorded where the work happens and
+//! carry no `node` label (a deployed node is its own process):
+//! `switchboard_write_seconds{path="leader"|"forwarded"}` (one write
+//! attempt at the node a client called), `switchboard_leader_write_seconds`
+//! (batcher queue + commit at the leader), `switchboard_raft_commit_seconds`
+//! (propose to applied), `switchboard_raft_entry_writes` (writes per log
+//! entry), `switchboard_log_append_seconds` and `switchboard_log_sync_seconds`
+//! (one durable append and its sync), `switchboard_apply_seconds`.
 
 use std::net::SocketAddr;
 use std::time::Duration;

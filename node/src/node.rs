@@ -253,11 +253,16 @@ impl Node {
                     None => return Err(last),
                 },
             };
-            let result = if leader.0 == self.id() {
-                self.write_here(command.clone()).await
+            let started = Instant::now();
+            let (result, path) = if leader.0 == self.id() {
+                (self.write_here(command.clone()).await, "leader")
             } else {
-                self.forward(&leader, &command).await
+                (self.forward(&leader, &command).await, "forwarded")
             };
+            // One attempt as this node saw it: at the leader, the batcher's
+            // queue and the commit; at a follower, the whole forward.
+            metrics::histogram!("switchboard_write_seconds", "path" => path)
+                .record(started.elapsed());
             match result {
                 // Certainly not applied: try again once the cluster has
                 // moved on (a new leader, typically after an election), or
@@ -278,7 +283,12 @@ impl Node {
         if self.inner.stepping_down.load(Ordering::Acquire) {
             return Err(ApiError::unavailable("leader is handing over leadership"));
         }
-        self.inner.batcher.submit(command).await
+        let started = Instant::now();
+        let written = self.inner.batcher.submit(command).await;
+        // Every write the leader takes, its own clients' and forwarded ones:
+        // the batcher's queue plus the commit.
+        metrics::histogram!("switchboard_leader_write_seconds").record(started.elapsed());
+        written
     }
 
     /// Hand leadership to another node (drain). openraft 0.9 has no leader

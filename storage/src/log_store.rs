@@ -18,6 +18,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -310,12 +311,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             batch.insert(index_key(entry.log_id.index), bytes);
         }
+        let started = Instant::now();
         let written = on_engine(self.engine(), move |engine| {
             engine.apply_batch(Tree::Log, batch)?;
+            let synced = Instant::now();
             engine.sync()?;
+            metrics::histogram!("switchboard_log_sync_seconds").record(synced.elapsed());
             Ok(())
         })
         .await;
+        // Encode, write and sync, including the wait for a blocking thread:
+        // what one append holds openraft's log I/O for.
+        metrics::histogram!("switchboard_log_append_seconds").record(started.elapsed());
         match written {
             Ok(()) => {
                 // Guarantee: the callback fires only after the entries were

@@ -441,6 +441,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = Instant::now();
         let mut applied = self.shared.applied.write().map_err(|_| poisoned())?;
         let applied = &mut *applied;
         let mut outcomes = Vec::new();
@@ -468,6 +469,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Published while the state is still write-locked, so a watcher that
         // reads the state and then subscribes cannot miss what is in between.
         self.shared.feed.publish(events);
+        metrics::histogram!("switchboard_apply_seconds").record(started.elapsed());
         Ok(outcomes)
     }
 

@@ -378,12 +378,14 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 /// `--compare etcd`: both clusters side by side (see [`super::compare`]).
 async fn compare_etcd(args: BenchArgs) -> anyhow::Result<()> {
     use super::compare::{self, measure, row, Figures, Op};
+    use super::stages::Totals;
     if super::etcd::binary().is_none() {
         println!("etcd is not installed (Debian package etcd-server): comparison skipped");
         return Ok(());
     }
     let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
         .with_serve_args(&["--capacity", "0"])
+        .with_metrics(args.base_port + 300)?
         .with_env("RUST_LOG", "error");
     let mut sb_pids = Vec::new();
     for id in 1..=cluster.addrs().len() {
@@ -452,14 +454,24 @@ async fn compare_etcd(args: BenchArgs) -> anyhow::Result<()> {
         "\n{secs} s per measurement, median of {} (rate, latency, server CPU per op):",
         args.repeat.max(1)
     );
+    let metrics = cluster.metrics_addrs().to_vec();
     for (label, sb_op, etcd_op, clients) in loads {
         let (mut sbs, mut es) = (Vec::new(), Vec::new());
+        let mut stages = Totals::default();
         for r in 0..args.repeat.max(1) {
-            // Alternate which side goes first.
-            let sb = |op| measure(op, clients, secs, |i| cluster.channel(i), &sb_pids);
+            // Alternate which side goes first. Switchboard's runs are
+            // bracketed by scrapes of its nodes' stage histograms.
+            let (metrics, cluster, sb_pids) = (&metrics, &cluster, &sb_pids);
+            let sb = |op: Op| async move {
+                let before = Totals::scrape(metrics).await;
+                let figures = measure(op, clients, secs, |i| cluster.channel(i), sb_pids).await;
+                (figures, Totals::scrape(metrics).await.since(&before))
+            };
             let e = |op| measure(op, clients, secs, |i| etcd.channel(i), &etcd_pids);
             if r % 2 == 0 {
-                sbs.push(sb(sb_op).await);
+                let (f, d) = sb(sb_op).await;
+                sbs.push(f);
+                stages.merge(&d);
                 if let Some(op) = etcd_op {
                     es.push(e(op).await);
                 }
@@ -467,11 +479,18 @@ async fn compare_etcd(args: BenchArgs) -> anyhow::Result<()> {
                 if let Some(op) = etcd_op {
                     es.push(e(op).await);
                 }
-                sbs.push(sb(sb_op).await);
+                let (f, d) = sb(sb_op).await;
+                sbs.push(f);
+                stages.merge(&d);
             }
         }
         let e = (!es.is_empty()).then(|| median(es));
         row(&label, e.as_ref(), &median(sbs));
+        if sb_op == Op::Register {
+            if let Some(line) = stages.line() {
+                println!("    switchboard stages, mean per event: {line}");
+            }
+        }
     }
     etcd.stop().await;
     cluster.stop().await;

@@ -72,6 +72,9 @@ pub struct LocalCluster {
     /// `127.0.0.1:<port>` of every node's status page, node 1 first;
     /// empty when the nodes serve none.
     http_addrs: Vec<String>,
+    /// `127.0.0.1:<port>` of every node's Prometheus metrics, node 1
+    /// first; empty when the nodes serve none.
+    metrics_addrs: Vec<String>,
     /// The `--config` file of every node, if any.
     config: Option<PathBuf>,
     /// How many of the nodes (the first ones) form the initial cluster.
@@ -122,6 +125,7 @@ impl LocalCluster {
             env: Vec::new(),
             sip_addrs: Vec::new(),
             http_addrs: Vec::new(),
+            metrics_addrs: Vec::new(),
             config: None,
             initial,
             tls: None,
@@ -172,6 +176,15 @@ impl LocalCluster {
         let nodes = u16::try_from(self.addrs.len()).unwrap_or(u16::MAX);
         self.http_addrs =
             addresses(nodes, base_port).with_context(|| format!("HTTP base port {base_port}"))?;
+        Ok(self)
+    }
+
+    /// Serve Prometheus metrics on every node: node i on `127.0.0.1` port
+    /// `base_port + i - 1`.
+    pub fn with_metrics(mut self, base_port: u16) -> anyhow::Result<LocalCluster> {
+        let nodes = u16::try_from(self.addrs.len()).unwrap_or(u16::MAX);
+        self.metrics_addrs = addresses(nodes, base_port)
+            .with_context(|| format!("metrics base port {base_port}"))?;
         Ok(self)
     }
 
@@ -226,6 +239,12 @@ impl LocalCluster {
         &self.http_addrs
     }
 
+    /// `127.0.0.1:<port>` of every node's metrics; empty unless
+    /// [`LocalCluster::with_metrics`] was called.
+    pub fn metrics_addrs(&self) -> &[String] {
+        &self.metrics_addrs
+    }
+
     /// The directory holding the nodes' data directories and logs.
     pub fn root(&self) -> &Path {
         &self.root
@@ -276,6 +295,9 @@ impl LocalCluster {
         }
         if let Some(http) = self.http_addrs.get(id - 1) {
             cmd.args(["--http", http]);
+        }
+        if let Some(metrics) = self.metrics_addrs.get(id - 1) {
+            cmd.args(["--metrics", metrics]);
         }
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);

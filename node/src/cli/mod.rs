@@ -10,3 +10,4 @@ pub mod local;
 pub mod scale;
 pub mod serve;
 pub mod sipbench;
+pub mod stages;
