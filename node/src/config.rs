@@ -161,6 +161,9 @@ pub struct RaftTimings {
     pub install_snapshot_timeout_ms: u64,
     /// Timeout of one AppendEntries / Vote RPC, ms.
     pub rpc_timeout_ms: u64,
+    /// How long `AddNode` waits for the new node to acknowledge the log up
+    /// to its own addition before it gives up (the node stays a learner), ms.
+    pub learner_catch_up_ms: u64,
 }
 
 impl Default for RaftTimings {
@@ -176,6 +179,7 @@ impl Default for RaftTimings {
             keep_entries_after_snapshot: 5_000,
             install_snapshot_timeout_ms: 30_000,
             rpc_timeout_ms: 1_000,
+            learner_catch_up_ms: 60_000,
         }
     }
 }
@@ -485,6 +489,7 @@ impl Config {
         if r.snapshot_after_entries == 0
             || r.install_snapshot_timeout_ms == 0
             || r.rpc_timeout_ms == 0
+            || r.learner_catch_up_ms == 0
         {
             return bad("raft.snapshot_after_entries and the raft timeouts must be > 0".into());
         }

@@ -275,11 +275,13 @@ pub async fn run_with_sip(
     // The server also stops when Raft has stopped (see `fatal`); a dropped
     // sender is not a stop.
     let (stop_server, server_stop) = tokio::sync::oneshot::channel::<()>();
+    let stopping = node.clone();
     let shutdown = async move {
         tokio::select! {
             _ = shutdown => {}
             Ok(()) = server_stop => {}
         }
+        stopping.begin_stopping();
     };
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     if let Some(tls) = &tls {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use switchboard_proto::v1::raft_client::RaftClient;
-use switchboard_proto::v1::{RaftPayload, ReadIndexRequest};
+use switchboard_proto::v1::{PingRequest, PingResponse, RaftPayload, ReadIndexRequest};
 use switchboard_storage::codec;
 use switchboard_storage::sm_store::StateReader;
 use switchboard_storage::state::{Command, NodeId, Outcome, State};
@@ -60,6 +60,9 @@ struct Inner {
     caught_up: AtomicBool,
     /// Read-index requests waiting for the next leadership round.
     reads: std::sync::Mutex<ReadRounds>,
+    /// Becomes true when the node starts shutting down: requests that wait
+    /// long (adding a node) end then instead of holding the shutdown up.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Read-index requests are coalesced: one leadership confirmation (a
@@ -105,6 +108,7 @@ impl Node {
                 peers,
                 clock,
                 stepping_down: AtomicBool::new(false),
+                stopping: tokio::sync::watch::Sender::new(false),
                 caught_up: AtomicBool::new(false),
                 reads: std::sync::Mutex::default(),
             }),
@@ -124,6 +128,30 @@ impl Node {
     /// The channel cache to other nodes.
     pub fn peers(&self) -> &Peers {
         &self.inner.peers
+    }
+
+    /// Marks the node as shutting down (see [`Node::stopping`]).
+    pub fn begin_stopping(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Completes once the node has started shutting down.
+    pub async fn stopping(&self) {
+        let mut rx = self.inner.stopping.subscribe();
+        // The sender lives as long as the node (it is in `inner`).
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Pings node `id` at `addr` over the Raft service: its answer, if it
+    /// comes within `timeout` and from that node (an address now held by
+    /// another node does not count). Used by the liveness checker, the
+    /// status page and `Cluster.Status`.
+    pub async fn ping(&self, id: NodeId, addr: &str, timeout: Duration) -> Option<PingResponse> {
+        let channel = self.peers().channel(id, addr).ok()?;
+        let mut req = tonic::Request::new(PingRequest { from: self.id() });
+        req.set_timeout(timeout);
+        let answer = tokio::time::timeout(timeout, RaftClient::new(channel).ping(req)).await;
+        answer.ok()?.ok().map(|r| r.into_inner()).filter(|r| r.node_id == id)
     }
 
     /// The Raft instance.
@@ -346,6 +374,21 @@ impl Node {
                 s.code(),
                 s.message()
             ))),
+        }
+    }
+
+    /// Waits until a leader is known and it is not `old` (returns at once
+    /// when that is already so). Unbounded: callers put a timeout on it.
+    pub async fn wait_leader_other_than(&self, old: Option<NodeId>) {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            let now = rx.borrow_and_update().current_leader;
+            if now.is_some() && now != old {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
     }
 

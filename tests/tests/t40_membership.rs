@@ -64,3 +64,74 @@ async fn add_a_fourth_node_then_remove_one() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     cluster.shutdown().await;
 }
+
+/// Adding a node outlives a change of leader: the add is relayed to the
+/// leader, which makes node 4 a learner and waits for it to catch up; node 4
+/// is not running yet, so the leader is still waiting when it is stopped.
+/// The relaying follower starts the add again at the new leader, which
+/// finishes it once node 4 runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_node_survives_a_change_of_leader() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    let addr = cluster.add_node_config(4).await;
+    let follower = cluster.others(leader)[0];
+    let mut client = cluster.cluster(follower).await;
+    let add = tokio::spawn(async move {
+        client.add_node(pb::AddNodeRequest { id: 4, addr: addr.to_string() }).await
+    });
+
+    // Node 4 is a learner (the leader committed that much) and the add waits.
+    let c = &cluster;
+    eventually(Duration::from_secs(5), "node 4 listed as a learner", || async move {
+        let s = c.status(follower).await?;
+        s.members.iter().any(|m| m.id == 4 && m.role == "learner").then_some(())
+    })
+    .await;
+    assert!(!add.is_finished(), "the add cannot finish before node 4 runs");
+
+    cluster.stop_node(leader).await;
+    let new_leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    assert_ne!(new_leader, leader);
+    cluster.start_node(4).await;
+
+    let status = tokio::time::timeout(Duration::from_secs(30), add)
+        .await
+        .expect("the add finishes")
+        .expect("task")
+        .expect("node 4 added across the change of leader")
+        .into_inner()
+        .status
+        .unwrap();
+    let four = status.members.iter().find(|m| m.id == 4).expect("member 4");
+    assert_eq!(four.role, "voter", "{status:?}");
+    cluster.shutdown().await;
+}
+
+/// A node that never answers is not promoted: `AddNode` gives up after
+/// `raft.learner_catch_up_ms` with FAILED_PRECONDITION, the node stays a
+/// learner (the quorum is still two of the three voters) and writes go on.
+/// Before, openraft's own catch-up check passed for any learner within 5 000
+/// entries of the leader, so the dead node became a voter at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_answers_stays_a_learner() {
+    let mut cluster = Cluster::start_with(3, |c| c.raft.learner_catch_up_ms = 1_500).await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    let addr = cluster.add_node_config(4).await;
+    let err = cluster
+        .cluster(leader)
+        .await
+        .add_node(pb::AddNodeRequest { id: 4, addr: addr.to_string() })
+        .await
+        .expect_err("node 4 is not running");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("node 4 at 127.0.0.1:"), "{}", err.message());
+    assert!(err.message().contains("has not caught up within 1500 ms"), "{}", err.message());
+
+    let status = cluster.status(leader).await.expect("status");
+    let four = status.members.iter().find(|m| m.id == 4).expect("member 4");
+    assert_eq!(four.role, "learner", "{status:?}");
+    assert_eq!(status.members.iter().filter(|m| m.role == "voter").count(), 3);
+    cluster.registrar(leader).await.register(register("7002", "d", "sip:7002@h")).await.unwrap();
+    cluster.shutdown().await;
+}

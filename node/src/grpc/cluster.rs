@@ -14,7 +14,6 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use switchboard_proto::v1 as pb;
 use switchboard_proto::v1::cluster_client::ClusterClient;
 use switchboard_proto::v1::cluster_server::Cluster;
-use switchboard_proto::v1::raft_client::RaftClient;
 use switchboard_storage::state::{Command, NodeId, Outcome};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
@@ -24,6 +23,16 @@ use super::unexpected;
 use crate::batch::write_error;
 use crate::error::ApiError;
 use crate::node::Node;
+
+/// How many times adding a node is started again after the leader changed.
+const ADD_ATTEMPTS: u32 = 3;
+
+/// Whether a failed attempt to add a node may simply be made again: the
+/// leader it ran at stepped down or went away (its answer was
+/// `Unavailable`, or the relayed call broke).
+fn retriable(s: &Status) -> bool {
+    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown)
+}
 
 /// The Cluster service of one node.
 pub struct ClusterService {
@@ -111,10 +120,85 @@ impl ClusterService {
         if id == self.node.id() {
             return Some(self.node.read(|_, applied| applied));
         }
-        let ch = self.node.peers().channel(id, addr).ok()?;
-        let mut req = Request::new(pb::PingRequest { from: self.node.id() });
-        req.set_timeout(Duration::from_millis(300));
-        RaftClient::new(ch).ping(req).await.ok().map(|r| r.into_inner().applied_index)
+        self.node.ping(id, addr, Duration::from_millis(300)).await.map(|r| r.applied_index)
+    }
+
+    /// One attempt at adding a node: relayed to the leader, or run here
+    /// when this node leads.
+    async fn add_node_once(
+        &self,
+        r: &pb::AddNodeRequest,
+        auth: &Option<tonic::metadata::AsciiMetadataValue>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        if let Some(mut leader) = self.leader_client()? {
+            return leader.add_node(Self::onward(r.clone(), auth.clone())).await;
+        }
+        let _serial = self.changes.lock().await;
+        let node = BasicNode { addr: r.addr.clone() };
+        // Learner first. Not openraft's `blocking` wait: it calls a learner
+        // caught up when it lags by at most `replication_lag_threshold`
+        // (5 000) entries, even one that never answered, so in a young
+        // cluster a node that is not running was promoted at once (t40).
+        let mut attempt = 0;
+        let added = loop {
+            match self.node.raft().add_learner(r.id, node.clone(), false).await {
+                Ok(resp) => break resp.log_id,
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(write_error(e).into()),
+            }
+        };
+        self.wait_caught_up(r, added.index).await?;
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id]))).await?;
+        Ok(Response::new(pb::AddNodeResponse { status: Some(self.status_here().await) }))
+    }
+
+    /// Waits until learner `r.id` has acknowledged the log up to `index`
+    /// (the entry that added it, or anything later, e.g. through a
+    /// snapshot): proof that it runs, is reachable at its address and holds
+    /// the state, so promoting it cannot cost the cluster its quorum.
+    async fn wait_caught_up(&self, r: &pb::AddNodeRequest, index: u64) -> Result<(), ApiError> {
+        let limit = Duration::from_millis(self.node.config().raft.learner_catch_up_ms);
+        let mut rx = self.node.raft().metrics();
+        let wait = async {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    let Some(replication) = &m.replication else {
+                        // Not the leader any more: the caller starts again
+                        // at the new one.
+                        return Err(ApiError::unavailable("leadership lost while adding a node"));
+                    };
+                    let matched = replication.get(&r.id).cloned().flatten();
+                    if matched.is_some_and(|l| l.index >= index) {
+                        return Ok(());
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(ApiError::unavailable("node is shutting down"));
+                }
+            }
+        };
+        let wait = async {
+            tokio::select! {
+                done = wait => done,
+                _ = self.node.stopping() => Err(ApiError::unavailable("node is shutting down")),
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(done) => done,
+            Err(_) => Err(ApiError::FailedPrecondition(format!(
+                "node {} at {} has not caught up within {} ms (is it running, and reachable \
+                 at that address?); it stays a learner: add it again once it runs, or remove it",
+                r.id,
+                r.addr,
+                limit.as_millis()
+            ))),
+        }
     }
 
     /// Run a membership change at this node (the leader), retrying while
@@ -156,27 +240,26 @@ impl Cluster for ClusterService {
         }
         crate::config::parse_members(&format!("{}={}", r.id, r.addr))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(mut leader) = self.leader_client()? {
-            return leader.add_node(Self::onward(r, auth)).await;
-        }
-        let _serial = self.changes.lock().await;
-        let node = BasicNode { addr: r.addr.clone() };
-        // Learner first; `blocking` waits until it has caught up with the log.
+        // Adding a node can take long (the learner catches up first), long
+        // enough for the leader to change meanwhile: the old leader answers
+        // "not the leader", or its connection breaks. Adding is idempotent
+        // (a learner already there is caught up again, a voter already
+        // there stays one), so it is simply started again at whichever node
+        // leads now, a few times.
         let mut attempt = 0;
         loop {
-            match self.node.raft().add_learner(r.id, node.clone(), true).await {
-                Ok(_) => break,
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                    ChangeMembershipError::InProgress(_),
-                ))) if attempt < 50 => {
+            let leader = self.node.leader().map(|(id, _)| id);
+            match self.add_node_once(&r, &auth).await {
+                Err(s) if attempt < ADD_ATTEMPTS && retriable(&s) => {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tracing::info!(node = r.id, attempt, error = %s.message(),
+                        "adding a node: the leader changed or was unreachable, starting again");
+                    let changed = self.node.wait_leader_other_than(leader);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), changed).await;
                 }
-                Err(e) => return Err(write_error(e).into()),
+                other => return other,
             }
         }
-        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id]))).await?;
-        Ok(Response::new(pb::AddNodeResponse { status: Some(self.status_here().await) }))
     }
 
     async fn remove_node(

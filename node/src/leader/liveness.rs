@@ -12,8 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use switchboard_proto::v1::raft_client::RaftClient;
-use switchboard_proto::v1::PingRequest;
 use switchboard_storage::state::nodes::NodeStatus;
 use switchboard_storage::state::{Command, NodeId, State};
 use tokio::task::JoinSet;
@@ -112,14 +110,7 @@ pub fn may_declare_down(state: &State, id: NodeId) -> bool {
 /// One poll: does `id` at `addr` answer within `timeout`? If so, with its
 /// wall clock.
 async fn poll(node: &Node, id: NodeId, addr: &str, timeout: Duration) -> Option<u64> {
-    let channel = node.peers().channel(id, addr).ok()?;
-    let mut req = tonic::Request::new(PingRequest { from: node.id() });
-    req.set_timeout(timeout);
-    let answer = tokio::time::timeout(timeout, RaftClient::new(channel).ping(req)).await;
-    match answer {
-        Ok(Ok(r)) if r.get_ref().node_id == id => Some(r.get_ref().wall_ms),
-        _ => None,
-    }
+    node.ping(id, addr, timeout).await.map(|r| r.wall_ms)
 }
 
 #[cfg(test)]

@@ -34,8 +34,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use openraft::ServerState;
-use switchboard_proto::v1 as pb;
-use switchboard_proto::v1::raft_client::RaftClient;
 use switchboard_storage::feed::Feed;
 use switchboard_storage::state::NodeId;
 use tokio::net::TcpListener;
@@ -229,11 +227,7 @@ async fn gather(node: &Node) -> StatusView {
 
 /// A member's applied index, if it answers within [`PING_TIMEOUT`].
 async fn ping(node: &Node, id: NodeId, addr: &str) -> Option<u64> {
-    let channel = node.peers().channel(id, addr).ok()?;
-    let mut req = tonic::Request::new(pb::PingRequest { from: node.id() });
-    req.set_timeout(PING_TIMEOUT);
-    let answer = tokio::time::timeout(PING_TIMEOUT, RaftClient::new(channel).ping(req)).await;
-    answer.ok()?.ok().map(|r| r.into_inner().applied_index)
+    node.ping(id, addr, PING_TIMEOUT).await.map(|r| r.applied_index)
 }
 
 #[cfg(test)]
