@@ -273,15 +273,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(threshold_ms) = args.stalls {
         return stalls(&args, threshold_ms).await;
     }
-    let mut serve_args = vec!["--capacity".to_string(), "0".to_string()];
-    if let Some(file) = &args.node_config {
-        let file = std::fs::canonicalize(file)
-            .map_err(|e| anyhow!("--node-config {}: {e}", file.display()))?;
-        // Refused here with the reason, not as "no leader" after every
-        // node has failed to start on it.
-        crate::config::Config::from_file(&file).map_err(|e| anyhow!("--node-config: {e}"))?;
-        serve_args.extend(["--config".to_string(), file.display().to_string()]);
-    }
+    let serve_args = serve_args(&args)?;
     let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
         .with_serve_args(&serve_args)
@@ -375,6 +367,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The nodes' `serve` arguments: no capacity limit, and `--node-config`'s
+/// file when given (checked here, so that a bad file is refused with its
+/// reason rather than as "no leader" after every node failed to start).
+fn serve_args(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+    let mut serve_args = vec!["--capacity".to_string(), "0".to_string()];
+    if let Some(file) = &args.node_config {
+        let file = std::fs::canonicalize(file)
+            .map_err(|e| anyhow!("--node-config {}: {e}", file.display()))?;
+        crate::config::Config::from_file(&file).map_err(|e| anyhow!("--node-config: {e}"))?;
+        serve_args.extend(["--config".to_string(), file.display().to_string()]);
+    }
+    Ok(serve_args)
+}
+
 /// `--compare etcd`: both clusters side by side (see [`super::compare`]).
 async fn compare_etcd(args: BenchArgs) -> anyhow::Result<()> {
     use super::compare::{self, measure, row, Figures, Op};
@@ -383,8 +389,10 @@ async fn compare_etcd(args: BenchArgs) -> anyhow::Result<()> {
         println!("etcd is not installed (Debian package etcd-server): comparison skipped");
         return Ok(());
     }
+    let serve_args = serve_args(&args)?;
+    let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let mut cluster = LocalCluster::temporary(args.nodes, args.base_port)?
-        .with_serve_args(&["--capacity", "0"])
+        .with_serve_args(&serve_args)
         .with_metrics(args.base_port + 300)?
         .with_env("RUST_LOG", "error");
     let mut sb_pids = Vec::new();
