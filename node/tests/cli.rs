@@ -4,25 +4,11 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+mod support;
+use support::{free_port, Nodes, BIN};
 
 fn ctl(endpoints: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -55,29 +41,8 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 fn start_cluster(dir: &Path) -> (Nodes, String) {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let initial: Vec<String> =
-        ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
-    let initial = initial.join(",");
-    let mut children = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let id = (i + 1).to_string();
-        children.push(
-            Command::new(BIN)
-                .args(["serve", "--id", &id, "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--initial-cluster", &initial])
-                .arg("--data")
-                .arg(dir.join(format!("n{id}")))
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start serve"),
-        );
-    }
-    let endpoints: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    (Nodes(children), endpoints.join(","))
+    let (nodes, grpc) = support::start_three(dir, "", |_| Vec::new());
+    (nodes, grpc.join(","))
 }
 
 #[test]
@@ -259,19 +224,21 @@ fn serve_rejects_a_bad_config_with_a_clear_message() {
 fn metrics_are_served_as_prometheus_text() {
     let dir = tempfile::tempdir().unwrap();
     let (port, mport, sport) = (free_port(), free_port(), free_port());
-    let _node = Nodes(vec![Command::new(BIN)
-        .args(["serve", "--id", "1", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--initial-cluster", &format!("1=127.0.0.1:{port}")])
-        .args(["--metrics", &format!("127.0.0.1:{mport}")])
-        .args(["--sip", &format!("127.0.0.1:{sport}")])
-        .arg("--data")
-        .arg(dir.path().join("n1"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()]);
+    let _node = Nodes(vec![Some(
+        Command::new(BIN)
+            .args(["serve", "--id", "1", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--initial-cluster", &format!("1=127.0.0.1:{port}")])
+            .args(["--metrics", &format!("127.0.0.1:{mport}")])
+            .args(["--sip", &format!("127.0.0.1:{sport}")])
+            .arg("--data")
+            .arg(dir.path().join("n1"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )]);
     let ep = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ctl(&ep, &["dialplan", "put", "1XXX", "--registered"]).status.success() {
@@ -335,7 +302,6 @@ fn metrics_are_served_as_prometheus_text() {
 /// SIGINT stops every node cleanly.
 #[test]
 fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     // Three consecutive free ports (retry a few bases).
     let base = (0..20)
@@ -364,36 +330,20 @@ fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
                     .all(|q| (q < base || q > base + 2) && (q < sip_base || q > sip_base + 2))
         })
         .expect("three free consecutive HTTP ports");
-    let mut dev = Command::new(BIN)
-        .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
-        .args(["--sip-base-port", &sip_base.to_string()])
-        .args(["--http-base-port", &http_base.to_string()])
-        .arg("--data")
-        .arg(dir.path().join("dev"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = dev.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !lines.iter().any(|l: &String| l.starts_with("Ctrl-C")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => lines.push(l),
-            Err(_) => {
-                let _ = dev.kill();
-                panic!("dev did not get ready: {lines:?}");
-            }
-        }
-    }
+    let args: Vec<String> = [
+        "--nodes",
+        "3",
+        "--base-port",
+        &base.to_string(),
+        "--sip-base-port",
+        &sip_base.to_string(),
+        "--http-base-port",
+        &http_base.to_string(),
+    ]
+    .map(String::from)
+    .into();
+    let (mut dev, rx) = support::spawn_dev(&args, &dir.path().join("dev"));
+    let lines = support::wait_ready(&mut dev, &rx, "dev");
     let ready: Vec<&String> = lines.iter().filter(|l| l.starts_with("ready: leader=")).collect();
     assert_eq!(ready.len(), 1, "exactly one ready line: {lines:?}");
     let leader: u64 = ready[0]["ready: leader=".len()..].trim().parse().expect("leader id");

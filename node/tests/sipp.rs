@@ -13,8 +13,8 @@
 //! Skipped (and passing, with a message) when `sipp` is not on PATH.
 
 use std::net::{TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use switchboard::sip::digest::{ha1, Algorithm};
@@ -25,7 +25,8 @@ use switchboard_proto::v1::gateways_client::GatewaysClient;
 use switchboard_proto::v1::users_client::UsersClient;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod support;
+use support::Nodes;
 const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/sip");
 const REALM: &str = "switchboard";
 /// Users 2000..2999, password `pw<number>`.
@@ -36,16 +37,6 @@ const SIPP_TIMEOUT_S: u64 = 30;
 
 fn password(number: u32) -> String {
     format!("pw{number}")
-}
-
-/// `sipp` on PATH, if any.
-fn sipp_on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("sipp")).find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A port free on 127.0.0.1 for both TCP and UDP.
@@ -60,51 +51,15 @@ fn free_tcp_udp_port() -> u16 {
     panic!("no port free for both TCP and UDP in 100 tries");
 }
 
-/// The `serve` children, killed when the test ends however it ends.
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Three nodes, each with gRPC and SIP on free ports, gateway probing off
 /// (the gateways are not real) and MD5 the only digest algorithm (sipp
 /// answers nothing else).
 fn start_cluster(dir: &Path) -> (Nodes, Vec<String>, Vec<String>) {
-    let config = dir.join("switchboard.toml");
-    std::fs::write(&config, "[gateways]\nprobe_interval_ms = 0\n\n[sip]\nalgorithms = [\"MD5\"]\n")
-        .unwrap();
-    let grpc: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let config = "[gateways]\nprobe_interval_ms = 0\n\n[sip]\nalgorithms = [\"MD5\"]\n";
     let sip: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_tcp_udp_port())).collect();
-    let initial: Vec<String> =
-        grpc.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-    let initial = initial.join(",");
-    let mut children = Vec::new();
-    for i in 0..3 {
-        let id = (i + 1).to_string();
-        let log = std::fs::File::create(dir.join(format!("node{id}.log"))).unwrap();
-        children.push(
-            Command::new(BIN)
-                .args(["serve", "--id", &id, "--listen", &grpc[i], "--sip", &sip[i]])
-                .args(["--initial-cluster", &initial])
-                .arg("--config")
-                .arg(&config)
-                .arg("--data")
-                .arg(dir.join(format!("n{id}")))
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start serve"),
-        );
-    }
-    (Nodes(children), grpc, sip)
+    let (nodes, grpc) =
+        support::start_three(dir, config, |i| vec!["--sip".into(), sip[i - 1].clone()]);
+    (nodes, grpc, sip)
 }
 
 fn channel(addr: &str) -> Channel {
@@ -380,7 +335,7 @@ async fn must_fail(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_registers_and_is_redirected_over_udp_and_tcp() {
-    let Some(sipp_bin) = sipp_on_path() else {
+    let Some(sipp_bin) = support::on_path(&["sipp"]) else {
         println!("SKIPPED: sipp is not on PATH (install the sip-tester package to run this test)");
         return;
     };

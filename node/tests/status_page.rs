@@ -15,77 +15,28 @@
 //! (Debian package `chromium`; `.ci/run` installs it).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod support;
+use support::{free_port, Nodes, BIN};
 
 /// How long after the kill the page may still show the leader as up.
 const DOWN_WITHIN: Duration = Duration::from_secs(2);
 
-/// `chromium` (or `chromium-browser`) on PATH, if any.
-fn chromium_on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|d| [d.join("chromium"), d.join("chromium-browser")])
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Children killed when the test ends however it ends.
-struct Children(Vec<Option<Child>>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Three nodes with gRPC and the status page on free ports; gateway
-/// probing off (the example gateways are not real).
-fn start_cluster(dir: &Path) -> (Children, Vec<String>, Vec<String>) {
-    let config = dir.join("switchboard.toml");
-    std::fs::write(&config, "[gateways]\nprobe_interval_ms = 0\n").unwrap();
-    let grpc: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+/// Three nodes, each serving its status page; (nodes, gRPC, HTTP addresses).
+fn start_cluster(dir: &Path) -> (Nodes, Vec<String>, Vec<String>) {
     let http: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-    let initial: Vec<String> =
-        grpc.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-    let initial = initial.join(",");
-    let mut children = Vec::new();
-    for i in 0..3 {
-        let id = (i + 1).to_string();
-        let log = std::fs::File::create(dir.join(format!("node{id}.log"))).unwrap();
-        children.push(Some(
-            Command::new(BIN)
-                .args(["serve", "--id", &id, "--listen", &grpc[i], "--http", &http[i]])
-                .args(["--initial-cluster", &initial])
-                .arg("--config")
-                .arg(&config)
-                .arg("--data")
-                .arg(dir.join(format!("n{id}")))
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start serve"),
-        ));
-    }
-    (Children(children), grpc, http)
+    let (nodes, grpc) = support::start_three(dir, "[gateways]\nprobe_interval_ms = 0\n", |i| {
+        vec!["--http".into(), http[i - 1].clone()]
+    });
+    (nodes, grpc, http)
 }
 
-/// `GET path` on `addr` over HTTP/1.0: (status code, body), or `None` when
-/// the node does not answer within a second.
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut conn = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
@@ -274,7 +225,7 @@ fn base64_decodes_what_chromium_sends() {
 
 #[test]
 fn page_shows_a_killed_leader_down_within_two_seconds() {
-    let Some(chromium) = chromium_on_path() else {
+    let Some(chromium) = support::on_path(&["chromium", "chromium-browser"]) else {
         eprintln!("SKIPPED: chromium not installed (Debian package `chromium`)");
         return;
     };

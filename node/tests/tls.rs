@@ -6,6 +6,8 @@
 //! every refused case the test checks that nothing changed (the term, the
 //! dial plan).
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -337,45 +339,21 @@ async fn ctl_talks_tls_with_tls_ca_and_says_why_without() {
 /// made, and the `ctl` line it prints works as printed.
 #[test]
 fn dev_tls_prints_a_ctl_line_that_works() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+    use support::{free_port, BIN};
     let dir = tempfile::tempdir().unwrap();
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = (0..20)
-        .map(|_| free())
+        .map(|_| free_port())
         .find(|&p| {
             p < 60_000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
         })
         .expect("three free consecutive ports");
     let data = dir.path().join("dev");
-    let mut dev = Command::new(BIN)
-        .args(["dev", "--tls", "--sip-base-port", "0", "--base-port", &base.to_string()])
-        .arg("--data")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = dev.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !lines.iter().any(|l| l.starts_with("Ctrl-C")) {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) => lines.push(l),
-            Err(_) => {
-                let _ = dev.kill();
-                panic!("dev --tls did not get ready: {lines:?}");
-            }
-        }
-    }
+    let args: Vec<String> = ["--tls", "--sip-base-port", "0", "--base-port", &base.to_string()]
+        .map(String::from)
+        .into();
+    let (mut dev, rx) = support::spawn_dev(&args, &data);
+    let lines = support::wait_ready(&mut dev, &rx, "dev --tls");
     let ca = data.join("tls").join("ca.pem");
     assert!(ca.is_file() && data.join("tls/node3-key.pem").is_file());
     let tls_line = lines.iter().find(|l| l.starts_with("tls: on")).expect("tls line");
