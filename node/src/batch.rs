@@ -112,6 +112,26 @@ impl Batcher {
             .map_err(|_| ApiError::unavailable("node is shutting down"))?;
         rx.await.map_err(|_| ApiError::unavailable("node is shutting down"))?
     }
+
+    /// Queue every command, in order, before waiting for any (so they can
+    /// share an entry); each returned future is one command's answer.
+    pub async fn submit_many(
+        &self,
+        commands: Vec<Command>,
+    ) -> Vec<impl Future<Output = Result<Written, ApiError>>> {
+        let mut pending = Vec::with_capacity(commands.len());
+        for command in commands {
+            let (reply, rx) = oneshot::channel();
+            let queued = self.tx.send((command, reply)).await.is_ok();
+            pending.push(async move {
+                if !queued {
+                    return Err(ApiError::unavailable("node is shutting down"));
+                }
+                rx.await.map_err(|_| ApiError::unavailable("node is shutting down"))?
+            });
+        }
+        pending
+    }
 }
 
 async fn run<P: Propose>(raft: P, mut rx: mpsc::Receiver<(Command, Reply)>, config: BatchConfig) {

@@ -34,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod fatal;
+pub mod forward;
 
 /// The version `--version` prints; it names the test-only failpoints when
 /// they are compiled in, so a harness can tell such a binary apart.

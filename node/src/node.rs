@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use switchboard_proto::v1::raft_client::RaftClient;
-use switchboard_proto::v1::{PingRequest, PingResponse, RaftPayload, ReadIndexRequest};
-use switchboard_storage::codec;
+use switchboard_proto::v1::{PingRequest, PingResponse, ReadIndexRequest};
 use switchboard_storage::sm_store::StateReader;
 use switchboard_storage::state::{Command, NodeId, Outcome, State};
 use switchboard_storage::types::Raft;
@@ -25,6 +24,7 @@ use crate::batch::{BatchConfig, Batcher, Written};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::forward::{ForwardConfig, Forwarder};
 use crate::raft::network::Peers;
 
 /// How fresh a read must be.
@@ -51,6 +51,8 @@ struct Inner {
     raft: Raft,
     reader: StateReader,
     batcher: Batcher,
+    /// Sends this node's client writes to the leader when it is a follower.
+    forwarder: Forwarder,
     peers: Peers,
     clock: Arc<Clock>,
     /// Set while this node hands leadership over (drain): it proposes nothing.
@@ -77,6 +79,12 @@ struct ReadRounds {
     waiting: Vec<tokio::sync::oneshot::Sender<Result<u64, ApiError>>>,
 }
 
+/// A follower keeps this many times `writes.max_inflight` forwarding RPCs
+/// in flight: each one lasts a whole commit at the leader, so with as few
+/// slots as the leader's batcher, writes queued at the follower for a free
+/// slot (measured at 64 clients: 4.3 ms added to a 7.9 ms write).
+const FORWARD_INFLIGHT_FACTOR: usize = 4;
+
 /// Most attempts of one write (each after a "not the leader" answer).
 const MAX_WRITE_ATTEMPTS: usize = 8;
 
@@ -98,6 +106,14 @@ impl Node {
                 stamp,
             },
         );
+        let forwarder = Forwarder::spawn(
+            peers.clone(),
+            ForwardConfig {
+                max_batch: config.writes.max_batch,
+                max_inflight: config.writes.max_inflight * FORWARD_INFLIGHT_FACTOR,
+                timeout: config.write_timeout(),
+            },
+        );
         Node {
             inner: Arc::new(Inner {
                 id: config.id,
@@ -105,6 +121,7 @@ impl Node {
                 raft,
                 reader,
                 batcher,
+                forwarder,
                 peers,
                 clock,
                 stepping_down: AtomicBool::new(false),
@@ -319,6 +336,28 @@ impl Node {
         written
     }
 
+    /// Propose a follower's batch of forwarded writes (the ForwardBatch
+    /// handler's path): all are queued at the batcher before any is
+    /// awaited, so they can share a log entry. One answer per command, in
+    /// order.
+    pub async fn write_here_many(&self, commands: Vec<Command>) -> Vec<ForwardReply> {
+        if self.inner.stepping_down.load(Ordering::Acquire) {
+            let e = ApiError::unavailable("leader is handing over leadership");
+            return vec![Err(e); commands.len()];
+        }
+        let started = Instant::now();
+        let pending = self.inner.batcher.submit_many(commands).await;
+        let mut answers = Vec::with_capacity(pending.len());
+        for p in pending {
+            answers.push(p.await);
+        }
+        let elapsed = started.elapsed();
+        for _ in &answers {
+            metrics::histogram!("switchboard_leader_write_seconds").record(elapsed);
+        }
+        answers
+    }
+
     /// Hand leadership to another node (drain). openraft 0.9 has no leader
     /// transfer, so the leader stops proposing, stops sending heartbeats and
     /// stops campaigning; the followers' election timers then elect one of
@@ -346,35 +385,8 @@ impl Node {
         }
     }
 
-    async fn forward(
-        &self,
-        leader: &(NodeId, String),
-        command: &Command,
-    ) -> Result<Written, ApiError> {
-        let unavailable =
-            |m: String| ApiError::Unavailable { message: m, leader: Some(leader.clone()) };
-        let channel =
-            self.inner.peers.channel(leader.0, &leader.1).map_err(|e| {
-                unavailable(format!("leader {} address {}: {e}", leader.0, leader.1))
-            })?;
-        let data = codec::encode(command).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let reply = RaftClient::new(channel).forward(RaftPayload { data }).await;
-        match reply {
-            Ok(r) => codec::decode::<ForwardReply>(&r.into_inner().data)
-                .map_err(|e| ApiError::Internal(format!("bad reply from leader: {e}")))?,
-            // The request may not have reached the leader, or may have been
-            // proposed before the connection broke: only a refused connection
-            // is certainly harmless to retry.
-            Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => {
-                Err(unavailable(format!("leader {} unreachable: {}", leader.0, s.message())))
-            }
-            Err(s) => Err(ApiError::DeadlineExceeded(format!(
-                "forwarding to leader {} failed ({:?}: {}); the write may or may not take effect",
-                leader.0,
-                s.code(),
-                s.message()
-            ))),
-        }
+    async fn forward(&self, leader: &(NodeId, String), command: &Command) -> ForwardReply {
+        self.inner.forwarder.forward(leader, command.clone()).await
     }
 
     /// Waits until a leader is known and it is not `old` (returns at once
@@ -658,10 +670,4 @@ impl Node {
 fn stamp(clock: &Clock, reader: &StateReader, raft: &Raft) -> u64 {
     let voters = raft.metrics().borrow().membership_config.membership().voter_ids().count();
     clock.stamp(reader.clock(), voters)
-}
-
-/// Whether a tonic status says the connection could not be made at all.
-fn is_connect_error(s: &tonic::Status) -> bool {
-    let m = s.message().to_ascii_lowercase();
-    m.contains("connect") || m.contains("refused") || m.contains("dns")
 }

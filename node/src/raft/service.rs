@@ -73,6 +73,18 @@ impl RaftRpc for RaftService {
         encode(&reply)
     }
 
+    async fn forward_batch(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let commands: Vec<Command> = decode(req)?;
+        if let Err(e) = crate::fatal::refuse_if_stopped(self.node.raft()) {
+            let refused: Vec<ForwardReply> = vec![Err(e); commands.len()];
+            return encode(&refused);
+        }
+        encode(&self.node.write_here_many(commands).await)
+    }
+
     async fn read_index(
         &self,
         _req: Request<ReadIndexRequest>,
