@@ -382,11 +382,20 @@ impl Nemesis {
                     self.rec.record(Phase::Start, "member-remove", format!("remove node {victim}"));
                     self.api.remove_node(victim, &via).await?;
                     self.removed.push(victim);
-                    {
-                        let mut c = lock(&self.cluster);
+                    // On the blocking pool: `terminate` waits (up to 10 s)
+                    // for the process to exit, with thread sleeps. Run on a
+                    // runtime worker, that wait stopped every client (a 10 s
+                    // hole in the history at each member-remove).
+                    let cluster = self.cluster.clone();
+                    let stopping = Instant::now();
+                    tokio::task::spawn_blocking(move || -> Result<()> {
+                        let mut c = lock(&cluster);
                         c.terminate(victim)?;
-                        c.wipe(victim)?;
-                    }
+                        c.wipe(victim)
+                    })
+                    .await
+                    .map_err(|e| anyhow!("terminating node {victim}: {e}"))??;
+                    let stopped_ms = stopping.elapsed().as_millis();
                     // The detail is just the node id: the LOCAL-read audit
                     // treats the node as a new incarnation from here on.
                     self.rec.record(Phase::Stop, WIPE, victim.to_string());
@@ -395,7 +404,7 @@ impl Nemesis {
                     self.rec.record(
                         Phase::Stop,
                         "member-remove",
-                        format!("re-added node {victim}"),
+                        format!("re-added node {victim} (it took {stopped_ms} ms to stop)"),
                     );
                 }
             }
