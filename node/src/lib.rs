@@ -141,6 +141,10 @@ pub enum RunError {
 /// Largest gRPC message accepted or sent (snapshot chunks, big lists).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// How long a stopping node waits for open calls to finish (writes are
+/// bounded by their own 5 s timeout) before it closes them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// Run a node until `shutdown` completes.
 ///
 /// `listener` is the already-bound gRPC listener (clients and peers). On an
@@ -309,6 +313,26 @@ pub async fn run_with_sip(
         .add_service(health)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming(listener), shutdown);
+    // Graceful shutdown waits for every open call and connection; a client
+    // that stops reading would hold the node up for ever. Give them
+    // SHUTDOWN_GRACE once the stop has begun, then close what is left.
+    let node_stopping = node.clone();
+    let server = async move {
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => served,
+            () = async {
+                node_stopping.stopping().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                warn!(
+                    "calls still open {} s after the stop began; closing them",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                Ok(())
+            }
+        }
+    };
     let (served, raft_stopped) =
         fatal::serve_until_raft_stops(server, stop_server, &raft, &health_reporter).await;
     let _ = stop_tasks.send(true);

@@ -356,3 +356,36 @@ async fn a_snapshot_install_ends_live_watches_with_compacted() {
     assert!(status.message().starts_with("compacted"), "{}", status.message());
     cluster.shutdown().await;
 }
+
+/// A node stops promptly with a watcher still attached: graceful shutdown
+/// waits for open calls, and a Watch never ends by itself, so before, the
+/// node's `run()` hung until it was killed. The watcher is then told the
+/// node went away (the stream ends or fails; it does not hang).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_with_a_watch_open() {
+    let mut cluster = Cluster::start_with(3, |c| c.gateways.probe_interval_ms = 0).await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    let victim = cluster.others(leader)[0];
+    let mut stream = EventsClient::new(cluster.channel(victim).await)
+        .watch(pb::WatchRequest { from_index: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    // The stream is live: it delivers a registration made after it opened.
+    cluster.registrar(leader).await.register(register("7100", "d", "sip:7100@h")).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    assert!(matches!(first, Ok(Some(Ok(_)))), "{first:?}");
+    // Panics if the node has not stopped within 10 s.
+    cluster.stop_node(victim).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the watcher was not told the node stopped");
+    cluster.shutdown().await;
+}

@@ -27,6 +27,16 @@ use crate::node::Node;
 /// How many times adding a node is started again after the leader changed.
 const ADD_ATTEMPTS: u32 = 3;
 
+/// Adding a node is idempotent, so Raft stopping under it (this node is
+/// shutting down or failed) is not the "may or may not have happened" of a
+/// write but a reason to start again at the next leader.
+fn stopped_is_unavailable(e: ApiError) -> ApiError {
+    match e {
+        ApiError::Internal(m) if m.starts_with("raft stopped") => ApiError::unavailable(m),
+        e => e,
+    }
+}
+
 /// Whether a failed attempt to add a node may simply be made again: the
 /// leader it ran at stepped down or went away (its answer was
 /// `Unavailable`, or the relayed call broke).
@@ -149,11 +159,13 @@ impl ClusterService {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(write_error(e).into()),
+                Err(e) => return Err(stopped_is_unavailable(write_error(e)).into()),
             }
         };
         self.wait_caught_up(r, added.index).await?;
-        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id]))).await?;
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])))
+            .await
+            .map_err(stopped_is_unavailable)?;
         Ok(Response::new(pb::AddNodeResponse { status: Some(self.status_here().await) }))
     }
 

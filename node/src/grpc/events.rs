@@ -118,6 +118,14 @@ impl Events for EventsService {
                         }
                     }
                     _ = tx.closed() => return,
+                    // A watch never ends by itself, and graceful shutdown
+                    // waits for open calls: end it so the node can stop.
+                    _ = node.stopping() => {
+                        let _ = tx.send(Err(Status::unavailable(
+                            "node is shutting down; resume the watch at another node",
+                        ))).await;
+                        return;
+                    }
                 }
             }
         });
