@@ -135,3 +135,28 @@ async fn a_node_that_never_answers_stays_a_learner() {
     cluster.registrar(leader).await.register(register("7002", "d", "sip:7002@h")).await.unwrap();
     cluster.shutdown().await;
 }
+
+/// Removing the leader itself: the call answers (through a follower or at
+/// the leader), the leader leaves, and the remaining two elect one of
+/// themselves and take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_hands_over() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    let status = tokio::time::timeout(
+        Duration::from_secs(8),
+        cluster.cluster(leader).await.remove_node(pb::RemoveNodeRequest { id: leader }),
+    )
+    .await
+    .expect("RemoveNode of the leader answers within 8 s")
+    .expect("the leader is removed")
+    .into_inner()
+    .status
+    .unwrap();
+    assert!(status.members.iter().all(|m| m.id != leader), "{status:?}");
+    cluster.stop_node(leader).await;
+    let next = cluster.wait_leader(Duration::from_secs(10)).await;
+    assert_ne!(next, leader);
+    cluster.registrar(next).await.register(register("7003", "d", "sip:7003@h")).await.unwrap();
+    cluster.shutdown().await;
+}

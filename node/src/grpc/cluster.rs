@@ -283,6 +283,17 @@ impl Cluster for ClusterService {
         if let Some(mut leader) = self.leader_client()? {
             return leader.remove_node(Self::onward(r, auth)).await;
         }
+        if r.id == self.node.id() {
+            // A leader removing itself made openraft 0.9.25's core panic
+            // ("Only leader is allowed to call
+            // update_effective_membership()", t40): hand leadership over
+            // first, then the new leader removes this node.
+            self.node.step_down().await?;
+            let Some(mut leader) = self.leader_client()? else {
+                return Err(ApiError::unavailable("still the leader after handing over").into());
+            };
+            return leader.remove_node(Self::onward(r, auth)).await;
+        }
         let _serial = self.changes.lock().await;
         let m = self.node.raft().metrics().borrow().membership_config.clone();
         if m.membership().get_node(&r.id).is_none() {
