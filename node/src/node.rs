@@ -392,10 +392,15 @@ impl Node {
     /// Waits until a leader is known and it is not `old` (returns at once
     /// when that is already so). Unbounded: callers put a timeout on it.
     pub async fn wait_leader_other_than(&self, old: Option<NodeId>) {
+        self.wait_leader_until(|now| now.is_some() && now != old).await
+    }
+
+    /// Completes once the leader this node sees satisfies `done` (at once
+    /// if it already does); never, once Raft has stopped.
+    async fn wait_leader_until(&self, done: impl Fn(Option<NodeId>) -> bool) {
         let mut rx = self.inner.raft.metrics();
         loop {
-            let now = rx.borrow_and_update().current_leader;
-            if now.is_some() && now != old {
+            if done(rx.borrow_and_update().current_leader) {
                 return;
             }
             if rx.changed().await.is_err() {
@@ -630,15 +635,7 @@ impl Node {
 
     /// Completes once this node sees a leader other than `leader` (or none).
     async fn leader_changed_from(&self, leader: NodeId) {
-        let mut rx = self.inner.raft.metrics();
-        loop {
-            if rx.borrow_and_update().current_leader != Some(leader) {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-        }
+        self.wait_leader_until(|now| now != Some(leader)).await
     }
 
     async fn read_index_at(&self, leader: &(NodeId, String)) -> Result<u64, ApiError> {
