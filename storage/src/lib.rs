@@ -10,6 +10,8 @@
 //! - [`engine`]: a small key-value [`engine::Engine`] trait (named trees,
 //!   atomic batches, an explicit durable `sync`) and its sled implementation,
 //!   which also validates a node's data directory.
+//! - [`wal`]: the Raft log's own segment files, behind the engine's `log`
+//!   tree (sled keeps the other trees).
 //! - [`log_store`]: the Raft log, vote and committed/purged pointers
 //!   (openraft `RaftLogStorage` + `RaftLogReader`).
 //! - [`sm_store`]: the applied state in memory, persisted as snapshots
@@ -35,6 +37,7 @@ pub mod log_store;
 pub mod sm_store;
 pub mod state;
 pub mod types;
+pub mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -315,7 +315,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let written = on_engine(self.engine(), move |engine| {
             engine.apply_batch(Tree::Log, batch)?;
             let synced = Instant::now();
-            engine.sync()?;
+            // The log alone (one fdatasync of its segment file): the vote
+            // and the other meta values are synced where they are written.
+            engine.sync_log()?;
             metrics::histogram!("switchboard_log_sync_seconds").record(synced.elapsed());
             Ok(())
         })
@@ -326,7 +328,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         match written {
             Ok(()) => {
                 // Guarantee: the callback fires only after the entries were
-                // written AND `sync()` returned, i.e. they are on stable
+                // written AND `sync_log()` returned, i.e. they are on stable
                 // storage. (It fires before `append` returns, which openraft
                 // allows.)
                 callback.log_io_completed(Ok(()));
@@ -346,7 +348,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             engine.remove_range(Tree::Log, Bound::Included(start), Bound::Unbounded)?;
             // Synced so that a conflicting suffix, once removed, cannot come
             // back after a crash before the replacement entries are appended.
-            engine.sync()?;
+            engine.sync_log()?;
             Ok(())
         })
         .await
