@@ -55,16 +55,16 @@ pub struct CtlArgs {
     /// Print one JSON document per command (one per line for `watch`).
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
-    /// Time limit of each request, in seconds (fractions allowed).
+    /// Time limit of each request, in seconds (fractions allowed) [default:
+    /// 5; 120 for `cluster add`, which waits for the new node to catch up].
     #[arg(
         long,
         global = true,
         help_heading = "Global options",
-        default_value = "5",
         value_name = "SECONDS",
         value_parser = parse_timeout
     )]
-    pub timeout: Duration,
+    pub timeout: Option<Duration>,
     /// Id of this write, CLIENT:SEQ, so that it is applied at most once
     /// (registrations, calls, gateway reports): the cluster answers a
     /// repeat with the first outcome. By default every invocation makes a
@@ -568,11 +568,30 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         Some(path) => Some(crate::tls::client_config("--tls-ca", path)?),
         None => None,
     };
-    let conn = conn::Conn::new(args.endpoints, args.timeout)
+    let conn = conn::Conn::new(args.endpoints.clone(), args.timeout())
         .with_tls(tls)
         .with_token(args.token.as_deref())?;
     exec::set_request_id(args.request_id);
     exec::execute(&conn, args.json, args.command).await
+}
+
+/// The time limit of a request when `--timeout` is not given.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// ... and of `cluster add`: the node answers once the new member has
+/// caught up (up to `raft.learner_catch_up_ms`, 60 s by default) and been
+/// promoted, which 5 s rarely covers once the cluster holds much state.
+const ADD_NODE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl CtlArgs {
+    /// The time limit of each request: `--timeout`, or the command's own
+    /// default.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(match self.command {
+            CtlCommand::Cluster(ClusterCommand::Add { .. }) => ADD_NODE_TIMEOUT,
+            _ => DEFAULT_TIMEOUT,
+        })
+    }
 }
 
 /// `--timeout`: positive seconds, fractions allowed.
@@ -668,12 +687,12 @@ mod tests {
         let a = parse(&["--endpoints", "a:1,b:2", "--json", "status"]).unwrap();
         assert_eq!(a.endpoints, ["a:1", "b:2"]);
         assert!(a.json);
-        assert_eq!(a.timeout, Duration::from_secs(5));
+        assert_eq!(a.timeout(), Duration::from_secs(5));
         assert!(matches!(a.command, CtlCommand::Status));
 
         let a = parse(&["route", "95551234", "--json", "--timeout", "0.5"]).unwrap();
         assert!(a.json);
-        assert_eq!(a.timeout, Duration::from_millis(500));
+        assert_eq!(a.timeout(), Duration::from_millis(500));
         let CtlCommand::Route(r) = a.command else { panic!("not route") };
         assert_eq!(r.digits, "95551234");
         assert_eq!(r.origin_node, None);
@@ -807,6 +826,9 @@ mod tests {
 
         let a = parse(&["cluster", "add", "4", "127.0.0.1:7004"]).unwrap();
         assert!(matches!(a.command, CtlCommand::Cluster(ClusterCommand::Add { id: 4, .. })));
+        assert_eq!(a.timeout(), ADD_NODE_TIMEOUT, "adding a node waits for it to catch up");
+        let a = parse(&["cluster", "add", "4", "127.0.0.1:7004", "--timeout", "9"]).unwrap();
+        assert_eq!(a.timeout(), Duration::from_secs(9));
         assert!(parse(&["cluster", "add", "4", "not-an-address"]).is_err());
         assert!(parse(&["node", "drain", "x"]).is_err());
 
