@@ -231,7 +231,7 @@ pub fn write_error(e: ProposeError) -> ApiError {
         }
         // The write may or may not have been committed: not "Unavailable",
         // which promises that nothing was applied.
-        RaftError::Fatal(f) => ApiError::Internal(format!("raft stopped: {f}")),
+        RaftError::Fatal(f) => ApiError::RaftStopped(f.to_string()),
     }
 }
 
@@ -240,6 +240,15 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    #[test]
+    fn raft_stopping_under_a_write_is_its_own_error() {
+        let e = write_error(RaftError::Fatal(openraft::error::Fatal::Stopped));
+        assert!(matches!(e, ApiError::RaftStopped(_)), "{e:?}");
+        assert!(e.to_string().starts_with("internal error: raft stopped: "), "{e}");
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::Internal);
+    }
 
     /// A Raft stand-in that records every proposal and answers each one
     /// only when the test says so (or never).

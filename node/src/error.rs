@@ -38,6 +38,13 @@ pub enum ApiError {
     /// A bug or a storage failure on the node.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Raft stopped (this node is shutting down or its storage failed)
+    /// while a write was in flight: it may or may not have been committed,
+    /// so to a client this is an internal error, not `Unavailable`. Its own
+    /// variant so that callers whose requests are idempotent (AddNode) can
+    /// tell it apart without reading the message.
+    #[error("internal error: raft stopped: {0}")]
+    RaftStopped(String),
 }
 
 impl ApiError {

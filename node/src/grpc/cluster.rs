@@ -32,7 +32,7 @@ const ADD_ATTEMPTS: u32 = 3;
 /// write but a reason to start again at the next leader.
 fn stopped_is_unavailable(e: ApiError) -> ApiError {
     match e {
-        ApiError::Internal(m) if m.starts_with("raft stopped") => ApiError::unavailable(m),
+        ApiError::RaftStopped(m) => ApiError::unavailable(format!("raft stopped: {m}")),
         e => e,
     }
 }

@@ -19,7 +19,7 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(_) => Status::failed_precondition(msg),
             ApiError::ResourceExhausted(_) => Status::resource_exhausted(msg),
             ApiError::DeadlineExceeded(_) => Status::deadline_exceeded(msg),
-            ApiError::Internal(_) => Status::internal(msg),
+            ApiError::Internal(_) | ApiError::RaftStopped(_) => Status::internal(msg),
             ApiError::Unavailable { leader, .. } => {
                 let mut status = Status::new(Code::Unavailable, msg);
                 if let Some((id, addr)) = leader {

@@ -15,7 +15,7 @@ pub fn of(e: &ApiError) -> (u16, bool) {
         ApiError::ResourceExhausted(_)
         | ApiError::Unavailable { .. }
         | ApiError::DeadlineExceeded(_) => (503, true),
-        ApiError::Internal(_) => (500, false),
+        ApiError::Internal(_) | ApiError::RaftStopped(_) => (500, false),
     }
 }
 
@@ -29,6 +29,7 @@ mod tests {
         assert_eq!(of(&ApiError::DeadlineExceeded("slow".into())), (503, true));
         assert_eq!(of(&ApiError::FailedPrecondition("cseq".into())), (400, false));
         assert_eq!(of(&ApiError::Internal("disk".into())), (500, false));
+        assert_eq!(of(&ApiError::RaftStopped("panicked".into())), (500, false));
         assert_eq!(of(&ApiError::NotFound("x".into())), (404, false));
     }
 }
