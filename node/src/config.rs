@@ -486,12 +486,16 @@ impl Config {
                 r.election_max_ms, r.election_min_ms
             ));
         }
-        if r.snapshot_after_entries == 0
-            || r.install_snapshot_timeout_ms == 0
-            || r.rpc_timeout_ms == 0
-            || r.learner_catch_up_ms == 0
-        {
-            return bad("raft.snapshot_after_entries and the raft timeouts must be > 0".into());
+        // Name the field that is zero, not the whole family of them.
+        for (name, value) in [
+            ("snapshot_after_entries", r.snapshot_after_entries),
+            ("install_snapshot_timeout_ms", r.install_snapshot_timeout_ms),
+            ("rpc_timeout_ms", r.rpc_timeout_ms),
+            ("learner_catch_up_ms", r.learner_catch_up_ms),
+        ] {
+            if value == 0 {
+                return bad(format!("raft.{name} must be > 0"));
+            }
         }
         let w = &self.writes;
         if w.max_batch == 0 || w.max_batch > switchboard_storage::state::command::MAX_BATCH {
@@ -652,6 +656,18 @@ mod tests {
         c.validate().unwrap();
         c.openraft().unwrap();
         assert!(Config::default().validate().is_err(), "id 0 is refused");
+    }
+
+    #[test]
+    fn a_zero_raft_setting_is_named() {
+        let mut c = Config { id: 1, ..Config::default() };
+        c.raft.learner_catch_up_ms = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("raft.learner_catch_up_ms must be > 0"), "{e}");
+        let mut c = Config { id: 1, ..Config::default() };
+        c.raft.rpc_timeout_ms = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("raft.rpc_timeout_ms must be > 0"), "{e}");
     }
 
     #[test]
