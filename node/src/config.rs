@@ -486,32 +486,35 @@ impl Config {
                 r.election_max_ms, r.election_min_ms
             ));
         }
-        // Name the field that is zero, not the whole family of them.
-        for (name, value) in [
-            ("snapshot_after_entries", r.snapshot_after_entries),
-            ("install_snapshot_timeout_ms", r.install_snapshot_timeout_ms),
-            ("rpc_timeout_ms", r.rpc_timeout_ms),
-            ("learner_catch_up_ms", r.learner_catch_up_ms),
-        ] {
-            if value == 0 {
-                return bad(format!("raft.{name} must be > 0"));
-            }
+        // Settings that mean nothing at zero (counts, intervals, time
+        // limits), each refused by its own name.
+        let (w, st, reg, l, sip) =
+            (&self.writes, &self.storage, &self.registrations, &self.liveness, &self.sip);
+        let positive = [
+            ("raft.snapshot_after_entries", r.snapshot_after_entries),
+            ("raft.install_snapshot_timeout_ms", r.install_snapshot_timeout_ms),
+            ("raft.rpc_timeout_ms", r.rpc_timeout_ms),
+            ("raft.learner_catch_up_ms", r.learner_catch_up_ms),
+            ("writes.max_inflight", w.max_inflight as u64),
+            ("writes.timeout_ms", w.timeout_ms),
+            ("storage.io_timeout_ms", st.io_timeout_ms),
+            ("storage.open_timeout_s", st.open_timeout_s),
+            ("registrations.default_expires_s", u64::from(reg.default_expires_s)),
+            ("registrations.sweep_interval_ms", reg.sweep_interval_ms),
+            ("liveness.poll_interval_ms", l.poll_interval_ms),
+            ("liveness.missed_polls", u64::from(l.missed_polls)),
+            ("sip.nonce_ttl_s", sip.nonce_ttl_s),
+            ("sip.tcp_max_connections", sip.tcp_max_connections as u64),
+            ("sip.tcp_idle_timeout_s", sip.tcp_idle_timeout_s),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return bad(format!("{name} must be > 0"));
         }
-        let w = &self.writes;
         if w.max_batch == 0 || w.max_batch > switchboard_storage::state::command::MAX_BATCH {
             return bad(format!(
                 "writes.max_batch must be 1..={}",
                 switchboard_storage::state::command::MAX_BATCH
             ));
-        }
-        if w.max_inflight == 0 || w.timeout_ms == 0 {
-            return bad("writes.max_inflight and writes.timeout_ms must be > 0".into());
-        }
-        if self.storage.io_timeout_ms == 0 || self.storage.open_timeout_s == 0 {
-            return bad("storage.io_timeout_ms and storage.open_timeout_s must be > 0".into());
-        }
-        if self.registrations.default_expires_s == 0 || self.registrations.sweep_interval_ms == 0 {
-            return bad("registrations.default_expires_s and sweep_interval_ms must be > 0".into());
         }
         let g = &self.gateways;
         if g.probe_interval_ms > 0
@@ -525,16 +528,12 @@ impl Config {
                 g.probe_timeout_ms, g.probe_interval_ms
             ));
         }
-        if self.liveness.poll_interval_ms == 0 || self.liveness.missed_polls == 0 {
-            return bad("liveness.poll_interval_ms and liveness.missed_polls must be > 0".into());
-        }
         if !matches!(self.calls.takeover.as_str(), "hot" | "cold") {
             return bad(format!(
                 "calls.takeover must be \"hot\" or \"cold\", not {:?}",
                 self.calls.takeover
             ));
         }
-        let sip = &self.sip;
         if sip.listen.is_some() && !sip.udp && !sip.tcp {
             return bad("sip: udp and tcp are both off; unset sip.listen to turn SIP off".into());
         }
@@ -554,11 +553,6 @@ impl Config {
                 "sip.algorithms {:?} must list \"SHA-256\" and/or \"MD5\"",
                 sip.algorithms
             ));
-        }
-        if sip.nonce_ttl_s == 0 || sip.tcp_max_connections == 0 || sip.tcp_idle_timeout_s == 0 {
-            return bad(
-                "sip.nonce_ttl_s, tcp_max_connections and tcp_idle_timeout_s must be > 0".into()
-            );
         }
         if sip.min_expires_s == 0 || sip.max_expires_s < sip.min_expires_s {
             return bad(format!(
@@ -659,7 +653,7 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_raft_setting_is_named() {
+    fn a_zero_setting_is_named() {
         let mut c = Config { id: 1, ..Config::default() };
         c.raft.learner_catch_up_ms = 0;
         let e = c.validate().unwrap_err().to_string();
@@ -668,6 +662,10 @@ mod tests {
         c.raft.rpc_timeout_ms = 0;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("raft.rpc_timeout_ms must be > 0"), "{e}");
+        let mut c = Config { id: 1, ..Config::default() };
+        c.sip.tcp_max_connections = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sip.tcp_max_connections must be > 0"), "{e}");
     }
 
     #[test]

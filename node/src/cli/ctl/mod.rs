@@ -568,9 +568,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         Some(path) => Some(crate::tls::client_config("--tls-ca", path)?),
         None => None,
     };
-    let conn = conn::Conn::new(args.endpoints.clone(), args.timeout())
-        .with_tls(tls)
-        .with_token(args.token.as_deref())?;
+    let timeout = args.timeout();
+    let conn =
+        conn::Conn::new(args.endpoints, timeout).with_tls(tls).with_token(args.token.as_deref())?;
     exec::set_request_id(args.request_id);
     exec::execute(&conn, args.json, args.command).await
 }
