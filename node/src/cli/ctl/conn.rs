@@ -160,11 +160,12 @@ impl Conn {
                     continue;
                 }
             };
+            // The request carries the same limit as grpc-timeout, and
+            // tonic's channel enforces it too: whichever fires first, the
+            // answer is the same.
             match tokio::time::timeout(self.timeout, rpc(channel, self.timeout)).await {
-                Err(_) => anyhow::bail!(
-                    "deadline exceeded: no answer from {addr} within {:?} (a write may or may not have been applied)",
-                    self.timeout
-                ),
+                Err(_) => return Err(self.no_answer(&addr)),
+                Ok(Err(status)) if timed_out(&status) => return Err(self.no_answer(&addr)),
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(status)) if status.code() == Code::Unavailable => {
                     if let Some(leader) = leader_hint(&status) {
@@ -190,6 +191,14 @@ impl Conn {
             anyhow::bail!("no endpoints to try");
         }
         anyhow::bail!("unavailable: no endpoint answered: {}", failures.join("; "))
+    }
+
+    /// The error of a request that `addr` did not answer in time.
+    fn no_answer(&self, addr: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "deadline exceeded: no answer from {addr} within {:?} (a write may or may not have been applied)",
+            self.timeout
+        )
     }
 
     /// Open a channel to `addr`, within the connect time-out.
@@ -229,6 +238,20 @@ fn closed_at_once(status: &Status) -> bool {
             status.code(),
             Code::Cancelled | Code::Unknown | Code::Unavailable | Code::Internal
         )
+}
+
+/// Whether `status` is tonic's own time limit expiring (a `CANCELLED`
+/// "Timeout expired" whose causes hold [`tonic::TimeoutExpired`]), not
+/// anything the node said or did.
+fn timed_out(status: &Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The leader address attached to an `UNAVAILABLE`, if usable.
@@ -396,10 +419,12 @@ mod tests {
                 })),
             }
         }
+        /// Slow, like adding a node that takes long to catch up.
         async fn add_node(
             &self,
             _: tonic::Request<pb::AddNodeRequest>,
         ) -> Result<tonic::Response<pb::AddNodeResponse>, Status> {
+            tokio::time::sleep(Duration::from_secs(30)).await;
             Err(Status::unimplemented(""))
         }
         async fn remove_node(
@@ -477,6 +502,30 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.starts_with("unavailable: no endpoint answered: "), "{text}");
         assert!(text.contains(&format!("{no_hint}: unavailable: not the leader; 127.0.0.1:1: ")));
+    }
+
+    /// tonic's channel enforces the request's grpc-timeout itself, with a
+    /// CANCELLED "Timeout expired" that looked like a connection closed
+    /// by a TLS server ("cancelled: Timeout expired: ... pass --tls-ca").
+    #[tokio::test]
+    async fn a_request_out_of_time_is_deadline_exceeded_whoever_notices() {
+        let slow = serve(Fake { id: 1, error: None }).await;
+        let conn = Conn::new(vec![slow.clone()], Duration::from_secs(5));
+        let err = conn
+            .call(|channel, _| async move {
+                // Shorter than the Conn's own limit, so that tonic's fires.
+                let mut request = tonic::Request::new(pb::AddNodeRequest::default());
+                request.set_timeout(Duration::from_millis(200));
+                pb::cluster_client::ClusterClient::new(channel).add_node(request).await
+            })
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.starts_with(&format!("deadline exceeded: no answer from {slow} within")),
+            "{text}"
+        );
+        assert!(!text.contains("tls"), "{text}");
     }
 
     #[tokio::test]
