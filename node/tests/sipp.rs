@@ -12,7 +12,7 @@
 //!
 //! Skipped (and passing, with a message) when `sipp` is not on PATH.
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -39,24 +39,12 @@ fn password(number: u32) -> String {
     format!("pw{number}")
 }
 
-/// A port free on 127.0.0.1 for both TCP and UDP.
-fn free_tcp_udp_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP in 100 tries");
-}
-
 /// Three nodes, each with gRPC and SIP on free ports, gateway probing off
 /// (the gateways are not real) and MD5 the only digest algorithm (sipp
 /// answers nothing else).
 fn start_cluster(dir: &Path) -> (Nodes, Vec<String>, Vec<String>) {
     let config = "[gateways]\nprobe_interval_ms = 0\n\n[sip]\nalgorithms = [\"MD5\"]\n";
-    let sip: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_tcp_udp_port())).collect();
+    let sip: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", support::free_port())).collect();
     let (nodes, grpc) =
         support::start_three(dir, config, |i| vec!["--sip".into(), sip[i - 1].clone()]);
     (nodes, grpc, sip)
@@ -252,7 +240,7 @@ async fn run_sipp(
     let screen = dir.join(format!("{name}.screen"));
     let errors = dir.join(format!("{name}.errors"));
     let logs = dir.join(format!("{name}.logs"));
-    let port = free_tcp_udp_port().to_string();
+    let port = support::free_port().to_string();
     let timeout = format!("{SIPP_TIMEOUT_S}s");
     let mut cmd = tokio::process::Command::new(sipp);
     cmd.arg("-sf")

@@ -69,10 +69,9 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// Pick a free port on 127.0.0.1 (bind port 0, note it, release it).
+/// A free address on 127.0.0.1 (see [`ports`]).
 async fn free_addr() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
 impl Cluster {
@@ -116,9 +115,17 @@ impl Cluster {
         let listener = bind_retry(node.addr).await;
         let (tx, rx) = oneshot::channel::<()>();
         let config = node.config.clone();
-        let task = tokio::spawn(switchboard::run(config, listener, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(async move {
+            let ran = switchboard::run(config, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+            // Shown with the failing test's output: why a node went quiet.
+            if let Err(e) = &ran {
+                eprintln!("node {id}: run() returned: {e}");
+            }
+            ran
+        });
         node.running = Some((tx, task));
     }
 
@@ -227,10 +234,20 @@ impl Cluster {
                     return l;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no agreed leader within {timeout:?}: {seen:?}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                // A node whose run() returned (a port it could not bind, a
+                // bad configuration) answers nothing: say so, not just "0".
+                let exited: Vec<u64> = self
+                    .nodes
+                    .values()
+                    .filter(|n| n.running.as_ref().is_some_and(|(_, task)| task.is_finished()))
+                    .map(|n| n.id)
+                    .collect();
+                panic!(
+                    "no agreed leader within {timeout:?}: leaders seen {seen:?}; nodes whose \
+                     run() returned meanwhile: {exited:?}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -375,14 +392,7 @@ impl SipResponder {
 
 /// A 127.0.0.1 port free for both UDP and TCP (SIP binds both).
 pub async fn free_sip_addr() -> SocketAddr {
-    for _ in 0..100 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let addr = udp.local_addr().expect("local addr");
-        if std::net::TcpListener::bind(addr).is_ok() {
-            return addr;
-        }
-    }
-    panic!("no port free for both UDP and TCP on 127.0.0.1");
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
 impl Cluster {
@@ -408,4 +418,5 @@ impl Cluster {
     }
 }
 
+pub mod ports;
 pub mod sip;

@@ -40,7 +40,7 @@ async fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], switchboard_tests::ports::free_port()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -15,9 +14,15 @@ use std::sync::mpsc;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-/// A TCP port free on 127.0.0.1 just now.
+// The workspace's test port allocator (std only), shared by path: these
+// tests cannot depend on the switchboard-tests crate.
+#[path = "../../../tests/src/ports.rs"]
+mod ports;
+
+/// A port free on 127.0.0.1 for both TCP and UDP, below the ephemeral
+/// range (see `tests/src/ports.rs`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    ports::free_port()
 }
 
 /// The first of `names` found on PATH.
