@@ -303,33 +303,10 @@ fn metrics_are_served_as_prometheus_text() {
 #[test]
 fn dev_starts_a_cluster_with_example_data_and_stops_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
-    // Three consecutive free ports (retry a few bases).
-    let base = (0..20)
-        .map(|_| free_port())
-        .find(|&p| p < 60_000 && (1..3).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()))
-        .expect("three free consecutive ports");
-    // And three for SIP, free for UDP and TCP alike.
-    let sip_base = (0..50)
-        .map(|_| free_port())
-        .find(|&p| {
-            p < 60_000
-                && (0..3).all(|i| {
-                    std::net::UdpSocket::bind(("127.0.0.1", p + i)).is_ok()
-                        && (i == 0 || TcpListener::bind(("127.0.0.1", p + i)).is_ok())
-                })
-                && (p..p + 3).all(|q| q < base || q > base + 2)
-        })
-        .expect("three free consecutive SIP ports");
-    // And three for the status pages.
-    let http_base = (0..50)
-        .map(|_| free_port())
-        .find(|&p| {
-            p < 60_000
-                && (1..3).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok())
-                && (p..p + 3)
-                    .all(|q| (q < base || q > base + 2) && (q < sip_base || q > sip_base + 2))
-        })
-        .expect("three free consecutive HTTP ports");
+    // Three blocks of three consecutive ports: gRPC, SIP (UDP and TCP)
+    // and the status pages.
+    let (base, sip_base, http_base) =
+        (support::free_ports(3), support::free_ports(3), support::free_ports(3));
     let args: Vec<String> = [
         "--nodes",
         "3",

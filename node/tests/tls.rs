@@ -340,14 +340,9 @@ async fn ctl_talks_tls_with_tls_ca_and_says_why_without() {
 #[test]
 fn dev_tls_prints_a_ctl_line_that_works() {
     use std::process::{Command, Stdio};
-    use support::{free_port, BIN};
+    use support::BIN;
     let dir = tempfile::tempdir().unwrap();
-    let base = (0..20)
-        .map(|_| free_port())
-        .find(|&p| {
-            p < 60_000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
-        })
-        .expect("three free consecutive ports");
+    let base = support::free_ports(3);
     let data = dir.path().join("dev");
     let args: Vec<String> = ["--tls", "--sip-base-port", "0", "--base-port", &base.to_string()]
         .map(String::from)

@@ -31,36 +31,48 @@ fn range() -> (u32, u32) {
 /// A port on 127.0.0.1 that is free for both TCP and UDP just now and that
 /// no other call in this process has returned.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive ports on 127.0.0.1 (for `dev`'s base
+/// ports), each free for both TCP and UDP just now, none of which any other
+/// call in this process has returned.
+pub fn free_ports(n: u16) -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = u32::from(n.max(1));
     let (low, high) = range();
     let span = high.saturating_sub(low);
-    if span < 100 {
+    if span < 100 + n {
         // An ephemeral range that starts this low leaves no room below it:
         // fall back to the kernel's choice (and its small race).
-        return fallback();
+        return fallback(n);
     }
     let start = std::process::id().wrapping_mul(7919) % span;
     for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (low + (start + n) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
+        // The block is taken whole from the counter: no other call can be
+        // handed a port inside it.
+        let first = low + (start + NEXT.fetch_add(n, Ordering::Relaxed)) % span;
+        if first + n <= high && (first..first + n).all(|p| free_for_both(p as u16)) {
+            return first as u16;
         }
     }
-    panic!("no port in {low}..{high} is free for both TCP and UDP on 127.0.0.1");
+    panic!("no {n} consecutive ports in {low}..{high} are free on 127.0.0.1");
 }
 
-fn fallback() -> u16 {
+fn free_for_both(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn fallback(n: u32) -> u16 {
     for _ in 0..100 {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        drop(tcp);
+        if u32::from(port) + n <= 65535 && (port..port + n as u16).all(free_for_both) {
             return port;
         }
     }
-    panic!("no port free for both TCP and UDP on 127.0.0.1");
+    panic!("no {n} consecutive ports free for both TCP and UDP on 127.0.0.1");
 }
 
 #[cfg(test)]
@@ -78,5 +90,9 @@ mod tests {
         if high - low >= 100 {
             assert!(ports.iter().all(|&p| (low..high).contains(&(p as u32))), "{ports:?}");
         }
+        // A block is never handed out again, not even a port inside it.
+        let block = free_ports(3);
+        let more: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        assert!(more.iter().all(|p| !(block..block + 3).contains(p)), "{block} {more:?}");
     }
 }

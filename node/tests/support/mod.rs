@@ -25,6 +25,11 @@ pub fn free_port() -> u16 {
     ports::free_port()
 }
 
+/// The first of `n` consecutive such ports (for `dev`'s base ports).
+pub fn free_ports(n: u16) -> u16 {
+    ports::free_ports(n)
+}
+
 /// The first of `names` found on PATH.
 pub fn on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
