@@ -93,6 +93,10 @@ pub struct Cluster {
     /// diagnosis; `--keep-data`).
     keep_cuts: bool,
     cuts: u64,
+    /// Torn power cuts: the run's seed, from which each mount's is drawn.
+    torn_seed: Option<u64>,
+    /// Power-loss mounts started so far (each gets a seed of its own).
+    mounts_started: u64,
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -153,6 +157,8 @@ impl Cluster {
             mounts: BTreeMap::new(),
             keep_cuts: false,
             cuts: 0,
+            torn_seed: None,
+            mounts_started: 0,
         };
         fs::create_dir_all(&c.dir).with_context(|| format!("creating {}", c.dir.display()))?;
         if c.mode == Mode::Netns {
@@ -252,9 +258,12 @@ impl Cluster {
 
     /// Put every node's data directory on a power-loss mount served by
     /// `exe powerfs` (call before the first start; root and /dev/fuse only).
-    pub fn enable_powerfs(&mut self, exe: PathBuf) -> Result<()> {
+    /// With `torn_seed`, cuts are torn (each unsynced page reached the
+    /// disk or not), each mount with a seed drawn from this one.
+    pub fn enable_powerfs(&mut self, exe: PathBuf, torn_seed: Option<u64>) -> Result<()> {
         control::supported()?;
         self.powerfs = Some(exe);
+        self.torn_seed = torn_seed;
         Ok(())
     }
 
@@ -295,9 +304,13 @@ impl Cluster {
             &self.dir.join(format!("n{id}.disk")),
             &self.mount_dir(id),
             &self.dir.join(format!("n{id}.powerfs.log")),
+            self.torn_seed.map(|s| {
+                s.wrapping_mul(1_000_003).wrapping_add(id << 32).wrapping_add(self.mounts_started)
+            }),
         )
         .with_context(|| format!("mounting node {id}'s power-loss file system"))?;
         self.mounts.insert(id, m);
+        self.mounts_started += 1;
         Ok(())
     }
 

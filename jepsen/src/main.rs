@@ -42,6 +42,10 @@ struct PowerfsArgs {
     /// Where to write the report of a power cut.
     #[arg(long)]
     report: PathBuf,
+    /// Tear power cuts with this seed: each unsynced page reached the disk
+    /// or not, at random. Without it every unsynced byte is lost.
+    #[arg(long)]
+    torn_seed: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +94,11 @@ struct TestArgs {
     /// of every node's disk after every cut (cluster/n<i>.disk.cut<k>).
     #[arg(long)]
     keep_data: bool,
+    /// Tear the power nemesis's cuts: each unsynced page reached the disk
+    /// or not, at random (seeded from --seed), instead of every unsynced
+    /// byte being lost.
+    #[arg(long)]
+    torn: bool,
 }
 
 async fn test(args: TestArgs) -> Result<bool> {
@@ -124,6 +133,7 @@ async fn test(args: TestArgs) -> Result<bool> {
             node_env: node_env.clone(),
             check_time_limit: Duration::from_secs(args.check_time_limit),
             keep_data: args.keep_data,
+            torn: args.torn,
         };
         eprintln!("run {}/{} seed {}", i + 1, args.runs, opts.seed);
         let outcome = run::run(&opts).await?;
@@ -154,6 +164,7 @@ fn main() -> ExitCode {
             backing: a.backing.clone(),
             mount: a.mount.clone(),
             report: a.report.clone(),
+            torn_seed: a.torn_seed,
         };
         return match switchboard_jepsen::powerfs::daemon::serve(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -452,12 +452,14 @@ impl Nemesis {
         let bytes: u64 = reports.iter().map(|(_, r)| r.bytes).sum();
         let files: u64 = reports.iter().map(|(_, r)| r.files).sum();
         let on_write = reports.iter().filter(|(_, r)| r.on_write).count();
+        let torn: u64 = reports.iter().map(|(_, r)| r.written_back).sum();
         self.rec.record(
             Phase::Start,
             &name,
             format!(
-                "power cut at nodes {victims:?} ({on_write} right after a write): dropped {bytes} \
-                 unsynced bytes in {files} files, then SIGKILL"
+                "power cut at nodes {victims:?} ({on_write} right after a write): {bytes} \
+                 unsynced bytes in {files} files, {torn} of them torn onto the disk and the rest \
+                 dropped, then SIGKILL"
             ),
         );
         let mut cycle = PowerCycle {
@@ -466,6 +468,7 @@ impl Nemesis {
             cut_at_s: cut_ns as f64 / 1e9,
             dropped_bytes: bytes,
             dropped_files: files,
+            torn_bytes: torn,
             cut_on_write: on_write,
             ..PowerCycle::default()
         };

@@ -32,6 +32,8 @@ pub struct PowerCycle {
     pub dropped_bytes: u64,
     /// Files with unsynced data at the cut.
     pub dropped_files: u64,
+    /// Of the unsynced bytes, those a torn cut put on the disk all the same.
+    pub torn_bytes: u64,
     /// Nodes whose cut came right after a write request (the others had
     /// written nothing within the arming window).
     pub cut_on_write: usize,

@@ -47,6 +47,8 @@ pub struct Options {
     /// Keep the nodes' data directories (and, with the power nemesis, a
     /// copy of every disk after every cut) instead of deleting them.
     pub keep_data: bool,
+    /// Torn power cuts (see `powerfs::fs::PowerFs::new`).
+    pub torn: bool,
 }
 
 /// The outcome of one run.
@@ -110,7 +112,7 @@ pub async fn run(opts: &Options) -> Result<Outcome> {
     if opts.nemeses.contains(&Kind::Power) {
         // This executable serves the power-loss file system (`powerfs`).
         let me = std::env::current_exe().context("locating this executable")?;
-        cluster.enable_powerfs(me)?;
+        cluster.enable_powerfs(me, opts.torn.then_some(opts.seed))?;
         cluster.keep_cuts(opts.keep_data);
     }
     let mode = cluster.mode;

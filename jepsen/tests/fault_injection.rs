@@ -28,6 +28,7 @@ async fn stale_reads_failpoint_is_caught() {
         node_env: vec![("SWITCHBOARD_FAILPOINT".into(), "stale-linearizable-reads".into())],
         check_time_limit: Duration::from_secs(30),
         keep_data: false,
+        torn: false,
     };
     let outcome = run::run(&opts).await.expect("the run completes");
     eprintln!("{}", outcome.summary);

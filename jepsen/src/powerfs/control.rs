@@ -55,6 +55,7 @@ fn parse_report(text: &str) -> Option<CutReport> {
             "files" => r.files = v.parse().ok()?,
             "bytes" => r.bytes = v.parse().ok()?,
             "on_write" => r.on_write = v.parse().ok()?,
+            "written_back" => r.written_back = v.parse().ok()?,
             _ => {}
         }
     }
@@ -72,8 +73,15 @@ pub struct PowerMount {
 
 impl PowerMount {
     /// Start `exe powerfs` over `backing` at `mountpoint`, logging to `log`,
-    /// and wait (up to 10 s) until the mount is there.
-    pub fn start(exe: &Path, backing: &Path, mountpoint: &Path, log: &Path) -> Result<PowerMount> {
+    /// and wait (up to 10 s) until the mount is there. With `torn_seed` its
+    /// power cuts are torn (see [`super::fs::PowerFs::new`]).
+    pub fn start(
+        exe: &Path,
+        backing: &Path,
+        mountpoint: &Path,
+        log: &Path,
+        torn_seed: Option<u64>,
+    ) -> Result<PowerMount> {
         fs::create_dir_all(backing).with_context(|| format!("creating {}", backing.display()))?;
         fs::create_dir_all(mountpoint)
             .with_context(|| format!("creating {}", mountpoint.display()))?;
@@ -87,14 +95,19 @@ impl PowerMount {
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("powerfs")
             .arg("--backing")
             .arg(&backing)
             .arg("--mount")
             .arg(&mountpoint)
             .arg("--report")
-            .arg(&report)
+            .arg(&report);
+        if let Some(seed) = torn_seed {
+            command.arg("--torn-seed").arg(seed.to_string());
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -190,11 +203,11 @@ mod tests {
     fn cut_reports_parse() {
         assert_eq!(
             parse_report("files=3 bytes=8192\n"),
-            Some(CutReport { files: 3, bytes: 8192, on_write: false })
+            Some(CutReport { files: 3, bytes: 8192, written_back: 0, on_write: false })
         );
         assert_eq!(
-            parse_report("files=1 bytes=4096 on_write=true"),
-            Some(CutReport { files: 1, bytes: 4096, on_write: true })
+            parse_report("files=1 bytes=4096 on_write=true written_back=100"),
+            Some(CutReport { files: 1, bytes: 4096, written_back: 100, on_write: true })
         );
         assert_eq!(parse_report("files=x"), None);
     }

@@ -35,6 +35,8 @@ pub struct DaemonArgs {
     pub mount: PathBuf,
     /// Where to write the cut report.
     pub report: PathBuf,
+    /// Torn power cuts, with this seed (see [`PowerFs::new`]).
+    pub torn_seed: Option<u64>,
 }
 
 /// The mount options every power-loss mount uses.
@@ -82,14 +84,18 @@ fn spawn_cut_handler(fs: PowerFs, report: PathBuf) -> Result<()> {
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 };
-                let line =
-                    format!("files={} bytes={} on_write={}\n", cut.files, cut.bytes, cut.on_write);
+                let line = format!(
+                    "files={} bytes={} on_write={} written_back={}\n",
+                    cut.files, cut.bytes, cut.on_write, cut.written_back
+                );
                 eprintln!(
-                    "powerfs {}: power cut{}: dropped {} unsynced bytes in {} files",
+                    "powerfs {}: power cut{}: {} unsynced bytes in {} files, {} of them torn \
+                     onto the disk",
                     fs.root().display(),
                     if cut.on_write { " right after a write" } else { "" },
                     cut.bytes,
-                    cut.files
+                    cut.files,
+                    cut.written_back
                 );
                 if let Err(e) = write_report(&report, &line) {
                     eprintln!("powerfs: cannot write {}: {e}", report.display());
@@ -108,7 +114,7 @@ pub fn serve(args: &DaemonArgs) -> Result<()> {
     std::fs::create_dir_all(&args.mount)
         .with_context(|| format!("creating mount point {}", args.mount.display()))?;
     let _ = std::fs::remove_file(&args.report);
-    let fs = PowerFs::new(args.backing.clone());
+    let fs = PowerFs::new(args.backing.clone(), args.torn_seed);
     spawn_cut_handler(fs.clone(), args.report.clone())?;
     eprintln!("powerfs: serving {} at {}", args.backing.display(), args.mount.display());
     fuser::mount(fs, &args.mount, &mount_config())

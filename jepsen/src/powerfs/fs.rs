@@ -22,9 +22,10 @@
 //!   `FOPEN_DIRECT_IO` and attributes and entries have a zero TTL, so every
 //!   read and write reaches the daemon, and sizes come from the overlay.
 //!
-//! After [`PowerFs::power_cut`] every unsynced byte is gone and every
-//! further request fails with `EIO` until the daemon is replaced: the
-//! powered-off disk accepts nothing, not even a late fsync.
+//! After [`PowerFs::power_cut`] every unsynced byte is gone (or, in a torn
+//! cut, each unsynced page independently either reached the disk or is
+//! gone) and every further request fails with `EIO` until the daemon is
+//! replaced: the powered-off disk accepts nothing, not even a late fsync.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -41,6 +42,9 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
 use super::overlay::{Durable, Overlay};
 
 /// Attributes and entries are never cached by the kernel.
@@ -53,6 +57,9 @@ pub struct CutReport {
     pub files: u64,
     /// Unsynced bytes dropped (whole dirty pages).
     pub bytes: u64,
+    /// Of those, bytes that reached the disk all the same (torn cuts only;
+    /// see [`PowerFs::new`]).
+    pub written_back: u64,
     /// The cut came right after a write request (armed), rather than at
     /// an arbitrary moment.
     pub on_write: bool,
@@ -131,6 +138,10 @@ struct State {
     armed: bool,
     /// What the cut dropped, once it happened.
     cut: Option<CutReport>,
+    /// Torn cuts: decides which unsynced pages reached the disk.
+    torn: Option<StdRng>,
+    /// The backing directory (where torn pages are written back).
+    root: Arc<PathBuf>,
 }
 
 impl State {
@@ -138,11 +149,33 @@ impl State {
         if let Some(done) = self.cut {
             return done;
         }
-        let report = CutReport {
+        let mut report = CutReport {
             files: self.overlays.len() as u64,
             bytes: self.overlays.values().map(Overlay::dirty_bytes).sum(),
+            written_back: 0,
             on_write,
         };
+        if let Some(rng) = self.torn.as_mut() {
+            // Each dirty page reached the disk or not, independently; the
+            // file order is made fixed so that a seed replays the same cut.
+            let mut inos: Vec<u64> = self.overlays.keys().copied().collect();
+            inos.sort_unstable();
+            for ino in inos {
+                let Some(rel) = self.inodes.paths.get(&ino) else { continue };
+                let written = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(self.root.join(rel))
+                    .and_then(|file| {
+                        self.overlays[&ino].write_back_some(&file, &mut |_| rng.random_bool(0.5))
+                    });
+                match written {
+                    Ok(n) => report.written_back += n,
+                    // The file was removed meanwhile: nothing to tear.
+                    Err(e) => eprintln!("powerfs: torn cut of {}: {e}", rel.display()),
+                }
+            }
+        }
         self.powered_off = true;
         self.overlays.clear();
         self.cut = Some(report);
@@ -193,10 +226,13 @@ fn attr_of(ino: u64, meta: &fs::Metadata, size: Option<u64>) -> FileAttr {
 }
 
 impl PowerFs {
-    /// A file system over `root` (which must exist), powered on.
-    pub fn new(root: impl Into<PathBuf>) -> PowerFs {
+    /// A file system over `root` (which must exist), powered on. With
+    /// `torn_seed`, a power cut is torn: each unsynced page reached the disk
+    /// or not, at random (seeded); without it every unsynced byte is lost.
+    pub fn new(root: impl Into<PathBuf>, torn_seed: Option<u64>) -> PowerFs {
+        let root = Arc::new(root.into());
         PowerFs {
-            root: Arc::new(root.into()),
+            root: root.clone(),
             state: Arc::new(Mutex::new(State {
                 inodes: Inodes::new(),
                 handles: HashMap::new(),
@@ -205,6 +241,8 @@ impl PowerFs {
                 powered_off: false,
                 armed: false,
                 cut: None,
+                torn: torn_seed.map(StdRng::seed_from_u64),
+                root,
             })),
         }
     }

@@ -49,7 +49,7 @@ impl LocalMount {
     pub fn new(backing: &Path, mountpoint: &Path) -> io::Result<LocalMount> {
         std::fs::create_dir_all(backing)?;
         std::fs::create_dir_all(mountpoint)?;
-        let fs = PowerFs::new(backing.canonicalize()?);
+        let fs = PowerFs::new(backing.canonicalize()?, None);
         let mountpoint = mountpoint.canonicalize()?;
         ensure_fusectl()?;
         let session = fuser::spawn_mount(fs.clone(), &mountpoint, &mount_config())?;

@@ -185,6 +185,33 @@ impl Overlay {
         Ok(())
     }
 
+    /// The part of a power cut that a real disk may show: some of the
+    /// unsynced pages reached it before the power went (the kernel writes
+    /// dirty pages back whenever it likes, the drive reorders its cache),
+    /// the rest did not. Writes each dirty page inside the file's size to
+    /// the durable copy when `reached(page index)` says so, extending the
+    /// durable copy as far as that page (any gap reads as zeros, like
+    /// blocks allocated but never written). A shrinking truncate is not
+    /// applied: it is metadata that did not make it. Returns the bytes
+    /// written. The caller drops the overlay afterwards.
+    pub fn write_back_some(
+        &self,
+        durable: &dyn Durable,
+        reached: &mut dyn FnMut(u64) -> bool,
+    ) -> io::Result<u64> {
+        let mut written = 0;
+        for (&index, page) in &self.pages {
+            let page_start = index * PAGE;
+            if page_start >= self.size || !reached(index) {
+                continue;
+            }
+            let n = (self.size - page_start).min(PAGE) as usize;
+            durable.write_at(&page[..n], page_start)?;
+            written += n as u64;
+        }
+        Ok(written)
+    }
+
     /// Whether persisting would change nothing.
     pub fn is_clean(&self, durable_len: u64) -> bool {
         self.pages.is_empty() && self.size == durable_len && self.visible_durable == durable_len
@@ -259,6 +286,31 @@ mod tests {
         // Power loss: the overlay is dropped; the durable copy is the file.
         drop(o);
         assert_eq!(*d.0.borrow(), b"synced");
+    }
+
+    #[test]
+    fn a_torn_cut_keeps_exactly_the_pages_that_reached_the_disk() {
+        let d = Mem::default();
+        d.write_at(&[1u8; 100], 0).unwrap();
+        let mut o = Overlay::new(100);
+        // One write over three pages, starting inside the durable page.
+        o.write(&d, 90, &[7u8; 2 * PAGE as usize]).unwrap();
+        // Only the middle and last pages reached the disk.
+        let written = o.write_back_some(&d, &mut |index| index != 0).unwrap();
+        let end = 90 + 2 * PAGE as usize;
+        assert_eq!(written, (end - PAGE as usize) as u64);
+        let disk = d.0.borrow().clone();
+        assert_eq!(disk.len(), end);
+        assert_eq!(&disk[..100], &[1u8; 100], "the synced bytes are intact");
+        assert!(disk[100..PAGE as usize].iter().all(|&b| b == 0), "the lost page reads zeros");
+        assert!(disk[PAGE as usize..].iter().all(|&b| b == 7));
+        // None reached it: the durable copy is untouched.
+        let d2 = Mem::default();
+        d2.write_at(&[1u8; 100], 0).unwrap();
+        let mut o2 = Overlay::new(100);
+        o2.write(&d2, 100, &[7u8; 10]).unwrap();
+        assert_eq!(o2.write_back_some(&d2, &mut |_| false).unwrap(), 0);
+        assert_eq!(d2.0.borrow().as_slice(), &[1u8; 100]);
     }
 
     #[test]
