@@ -208,12 +208,16 @@ impl LogStore {
 
         if let Some(purged) = last_purged {
             // `purge` records last_purged durably before deleting; a crash in
-            // between leaves entries <= last_purged behind. Delete them again.
-            engine.remove_range(
+            // between leaves entries <= last_purged behind. Delete them again
+            // (synced now, or the first append would sync it: see `purge`).
+            let removed = engine.remove_range(
                 Tree::Log,
                 Bound::Unbounded,
                 Bound::Included(index_key(purged.index)),
             )?;
+            if removed > 0 {
+                engine.sync_log()?;
+            }
         }
         for (key, value) in
             [engine.first(Tree::Log)?, engine.last(Tree::Log)?].into_iter().flatten()
@@ -375,8 +379,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Bound::Unbounded,
                 Bound::Included(index_key(log_id.index)),
             )?;
-            // The deletion itself needs no sync: if it is lost, `open`
-            // repeats it.
+            // The deletion needs no sync for itself (if it is lost, `open`
+            // repeats it), but the log keeps at most one frame unsynced for
+            // its torn-write rule (`wal.rs`, "Replay"): synced here, so that
+            // the next append does not wait for it in `Wal::write`.
+            engine.sync_log()?;
             Ok(())
         })
         .await

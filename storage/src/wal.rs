@@ -28,7 +28,9 @@
 //! is one write batch: replay applies a frame whole or not at all.
 //!
 //! Durability (what each call guarantees):
-//! - [`Wal::write`] appends one frame with `pwrite` and does not sync.
+//! - [`Wal::write`] appends one frame with `pwrite` and does not sync it;
+//!   it first syncs the frame before it if that one is still unsynced, so
+//!   that at most one frame is ever unsynced (what replay relies on).
 //! - [`Wal::sync`] `fdatasync`s the current segment: every frame written
 //!   before the call is then on stable storage. Only the current segment
 //!   can hold unsynced frames: a segment is synced before the next one is
@@ -42,12 +44,23 @@
 //!
 //! Replay (at open): frames are applied in segment order. A frame that does
 //! not check out in the LAST segment is a torn tail, and cut off, when
-//! nothing valid can follow it: its header or body runs past the end of
-//! the file, or it fails its checksum and only zeros (or nothing) follow
-//! it. Anything else that does not check out (a bad frame in an earlier
-//! segment or followed by data, a bad header, a missing segment) is
-//! corruption and an error: never silently dropped, since dropping an
-//! acknowledged entry can lose a committed write.
+//! nothing valid follows it: no frame that checks out starts anywhere in
+//! the rest of the file. That covers a frame cut short, one followed by
+//! zeros, and a torn write, where the disk kept some of an unsynced
+//! frame's pages and not others (its header may read as zeros while the
+//! rest of its body is there: a kernel writes dirty pages back in any
+//! order, a drive reorders its cache). The rule rests on the invariant that
+//! at most ONE frame is ever unsynced ([`Wal::write`] keeps it): all the
+//! bytes after the last good frame are then one write's, and a valid frame
+//! after a bad one proves the bad one was synced, so damaged. Anything else
+//! that does not check out (a bad frame in an earlier segment or followed
+//! by a valid one, a bad header, a missing segment) is corruption and an
+//! error: never silently dropped, since dropping an acknowledged entry can
+//! lose a committed write. What this cannot tell apart: the disk damaging
+//! the LAST synced frame with nothing valid after it looks like a torn
+//! write and is cut (as etcd's WAL does); and a torn write whose own body
+//! holds bytes that check out as a frame is refused (safe: the node stops
+//! and says why).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -230,6 +243,27 @@ struct BadFrame {
     end: Option<usize>,
 }
 
+/// The first position after `pos` where a frame that checks out starts:
+/// `hint` (where the bad frame at `pos` says it ends) first, then every
+/// byte. A random length field rarely fits in the file, so most positions
+/// cost a comparison; the ones that fit cost a checksum.
+fn first_frame_after(bytes: &[u8], pos: usize, hint: Option<usize>) -> Option<usize> {
+    let checks_out = |at: usize| {
+        let Some(header) = bytes.get(at..at + FRAME_HEADER) else { return false };
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        len != 0
+            && len <= MAX_FRAME
+            && bytes
+                .get(at + FRAME_HEADER..at + FRAME_HEADER + len)
+                .is_some_and(|payload| crc32fast::hash(payload) == crc)
+    };
+    if let Some(end) = hint.filter(|&e| e > pos && checks_out(e)) {
+        return Some(end);
+    }
+    (pos + 1..bytes.len().saturating_sub(FRAME_HEADER)).find(|&at| checks_out(at))
+}
+
 /// Parses the frame at `pos`; returns its operations and the next position.
 fn parse_frame(bytes: &[u8], pos: usize) -> Result<(Vec<WalOp>, usize), BadFrame> {
     let bad = |reason: String, runs_past_end, end| BadFrame { reason, runs_past_end, end };
@@ -393,7 +427,11 @@ impl Wal {
                             bytes.get(end..).is_some_and(|rest| rest.iter().all(|&b| b == 0))
                         });
                         let zeros_from_here = bytes[pos..].iter().all(|&b| b == 0);
-                        if is_last && (bad.runs_past_end || only_zeros_after || zeros_from_here) {
+                        let torn = bad.runs_past_end
+                            || only_zeros_after
+                            || zeros_from_here
+                            || first_frame_after(&bytes, pos, bad.end).is_none();
+                        if is_last && torn {
                             tracing::warn!(
                                 segment = %path.display(),
                                 offset = pos,
@@ -466,6 +504,13 @@ impl Wal {
         self.check()?;
         if ops.is_empty() {
             return Ok(());
+        }
+        // Replay's torn-write rule needs at most one unsynced frame at any
+        // time (module header): a frame a caller left unsynced is synced
+        // before the next is written. The log store syncs every write
+        // itself, so there this never waits.
+        if self.synced < self.written {
+            self.sync_now()?;
         }
         let frame = encode_frame(&ops);
         if self.current.len > MAGIC.len() as u64
@@ -681,6 +726,91 @@ mod tests {
         assert!(text.contains("checksum mismatch") && text.contains("data follows"), "{text}");
         // Nothing was cut.
         assert_eq!(fs::read(&seg).unwrap(), bytes);
+    }
+
+    /// A power cut during an append whose frame spans pages: the disk kept
+    /// the frame's later page but not its first, so the header reads as
+    /// zeros and the rest of the body follows it.
+    #[test]
+    fn a_torn_write_that_lost_its_first_page_is_cut() {
+        let data = tempfile::tempdir().unwrap();
+        let seg = segment_path(data.path(), 1);
+        let synced_len;
+        {
+            let mut wal = Wal::create(data.path(), Vec::new()).unwrap();
+            wal.write(vec![put(1, b"one")]).unwrap();
+            wal.write(vec![put(2, b"two")]).unwrap();
+            sync(&mut wal);
+            synced_len = fs::metadata(&seg).unwrap().len() as usize;
+            wal.write(vec![put(3, &[7; 6000])]).unwrap();
+        }
+        let mut bytes = fs::read(&seg).unwrap();
+        // The page holding the synced frames and the new header was not
+        // written back: the new frame's first bytes read as zeros.
+        bytes[synced_len..4096].fill(0);
+        fs::write(&seg, &bytes).unwrap();
+        let mut wal = Wal::open(data.path()).unwrap();
+        assert_eq!(keys(&wal), vec![1, 2]);
+        assert_eq!(fs::metadata(&seg).unwrap().len() as usize, synced_len, "the tail is cut");
+        wal.write(vec![put(3, b"three")]).unwrap();
+        sync(&mut wal);
+        drop(wal);
+        let wal = Wal::open(data.path()).unwrap();
+        assert_eq!(keys(&wal), vec![1, 2, 3]);
+
+        // Its header survived but a middle page did not: the checksum fails
+        // and nothing that checks out follows.
+        let data = tempfile::tempdir().unwrap();
+        let seg = segment_path(data.path(), 1);
+        {
+            let mut wal = Wal::create(data.path(), Vec::new()).unwrap();
+            wal.write(vec![put(1, b"one")]).unwrap();
+            sync(&mut wal);
+            wal.write(vec![put(2, &[7; 10_000])]).unwrap();
+        }
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[4096..8192].fill(0);
+        fs::write(&seg, &bytes).unwrap();
+        assert_eq!(keys(&Wal::open(data.path()).unwrap()), vec![1]);
+    }
+
+    /// What replay's torn-write rule rests on: writing a frame first syncs
+    /// the one before it if its caller left it unsynced.
+    #[test]
+    fn at_most_one_frame_is_ever_unsynced() {
+        let data = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(data.path(), Vec::new()).unwrap();
+        for k in 1..=5 {
+            wal.write(vec![put(k, b"v")]).unwrap();
+            assert_eq!(wal.written - wal.synced, 1, "after frame {k}");
+        }
+        sync(&mut wal);
+        assert_eq!(wal.written, wal.synced);
+    }
+
+    /// A damaged header with a good frame after it: the damaged frame was
+    /// synced (a later frame was written after it), so this is corruption,
+    /// even though the damaged frame's own length can no longer be read.
+    #[test]
+    fn a_damaged_header_before_a_good_frame_is_corruption() {
+        let data = tempfile::tempdir().unwrap();
+        let seg = segment_path(data.path(), 1);
+        {
+            let mut wal = Wal::create(data.path(), Vec::new()).unwrap();
+            wal.write(vec![put(1, b"one")]).unwrap();
+            wal.write(vec![put(2, b"two")]).unwrap();
+            wal.write(vec![put(3, b"three")]).unwrap();
+            sync(&mut wal);
+        }
+        let mut bytes = fs::read(&seg).unwrap();
+        let second = MAGIC.len() + encode_frame(&[put(1, b"one")]).len();
+        bytes[second..second + 4].fill(0);
+        fs::write(&seg, &bytes).unwrap();
+        let err = Wal::open(data.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, EngineError::CorruptLog { .. }), "{text}");
+        assert!(text.contains("impossible frame length 0"), "{text}");
+        assert_eq!(fs::read(&seg).unwrap(), bytes, "nothing was cut");
     }
 
     #[test]
