@@ -45,7 +45,7 @@ use fuser::{
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::overlay::{Durable, Overlay};
+use super::overlay::{Durable, Overlay, PAGE};
 
 /// Attributes and entries are never cached by the kernel.
 const TTL: Duration = Duration::ZERO;
@@ -136,6 +136,9 @@ struct State {
     powered_off: bool,
     /// Cut the power right after the next write request.
     armed: bool,
+    /// ... and only after one that spans a page boundary (torn cuts, half
+    /// of them): the write a torn cut can leave half on the disk.
+    armed_for_crossing: bool,
     /// What the cut dropped, once it happened.
     cut: Option<CutReport>,
     /// Torn cuts: decides which unsynced pages reached the disk.
@@ -240,6 +243,7 @@ impl PowerFs {
                 overlays: HashMap::new(),
                 powered_off: false,
                 armed: false,
+                armed_for_crossing: false,
                 cut: None,
                 torn: torn_seed.map(StdRng::seed_from_u64),
                 root,
@@ -274,9 +278,14 @@ impl PowerFs {
     /// Power loss at the worst moment: right after the next write request
     /// is taken in (acknowledged to the writer, never synced), so the cut
     /// always finds unsynced data when the node is writing at all.
-    /// [`PowerFs::power_cut`] still cuts at once.
+    /// [`PowerFs::power_cut`] still cuts at once. With torn cuts, half of
+    /// the arms (at random) wait for a write that spans a page boundary:
+    /// one whose pages the cut can split, the later kept and the earlier
+    /// lost (most writes are small and would not be torn at all).
     pub fn arm(&self) {
-        self.lock().armed = true;
+        let mut st = self.lock();
+        st.armed = true;
+        st.armed_for_crossing = st.torn.as_mut().is_some_and(|rng| rng.random_bool(0.5));
     }
 
     /// What the cut dropped, if the power is off.
@@ -435,7 +444,8 @@ impl PowerFs {
             std::collections::hash_map::Entry::Vacant(e) => e.insert(Overlay::new(h.file.len()?)),
         };
         overlay.write(&h.file, offset, data)?;
-        if st.armed {
+        let crosses = !data.is_empty() && offset / PAGE != (offset + data.len() as u64 - 1) / PAGE;
+        if st.armed && (crosses || !st.armed_for_crossing) {
             st.cut(true);
         }
         Ok(data.len() as u32)

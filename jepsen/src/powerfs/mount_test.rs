@@ -125,3 +125,39 @@ fn mounted_fs_tears_a_cut_page_by_page() {
     let written = kept.iter().filter(|&&k| k).count() * page;
     assert_eq!(cut.written_back as usize, written, "{cut:?} {kept:?}");
 }
+
+/// Torn cuts wait, half of the time, for a write that spans a page boundary
+/// (the only kind a cut can split): a small write goes through, the next
+/// crossing one cuts the power.
+#[test]
+fn a_torn_arm_may_wait_for_a_write_across_pages() {
+    if !can_mount() {
+        return;
+    }
+    let page = super::overlay::PAGE as usize;
+    let mut waited = 0;
+    for seed in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("disk");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir_all(&backing).unwrap();
+        fs::create_dir_all(&mnt).unwrap();
+        let pfs = PowerFs::new(backing.clone(), Some(seed));
+        let session = fuser::spawn_mount(pfs.clone(), &mnt, &mount_config()).unwrap();
+        let mut f = OpenOptions::new().create_new(true).write(true).open(mnt.join("log")).unwrap();
+        f.write_all(&[1u8; 100]).unwrap();
+        pfs.arm();
+        f.write_all(&[2u8; 100]).unwrap();
+        if pfs.cut_report().is_none() {
+            waited += 1;
+            // Bytes 200 .. page + 10: across the first page boundary.
+            f.write_all(&vec![3u8; page - 190]).unwrap();
+            let cut = pfs.cut_report().expect("the crossing write cut the power");
+            assert!(cut.on_write);
+        }
+        drop(f);
+        drop(session);
+    }
+    // Half of 20 arms at random: some waited, some did not.
+    assert!((1..20).contains(&waited), "{waited} of 20 arms waited");
+}
