@@ -143,12 +143,11 @@ struct State {
     cut: Option<CutReport>,
     /// Torn cuts: decides which unsynced pages reached the disk.
     torn: Option<StdRng>,
-    /// The backing directory (where torn pages are written back).
-    root: Arc<PathBuf>,
 }
 
 impl State {
-    fn cut(&mut self, on_write: bool) -> CutReport {
+    /// Cuts the power; a torn cut writes some pages back under `root`.
+    fn cut(&mut self, on_write: bool, root: &Path) -> CutReport {
         if let Some(done) = self.cut {
             return done;
         }
@@ -168,7 +167,7 @@ impl State {
                 let written = OpenOptions::new()
                     .read(true)
                     .write(true)
-                    .open(self.root.join(rel))
+                    .open(root.join(rel))
                     .and_then(|file| {
                         self.overlays[&ino].write_back_some(&file, &mut |_| rng.random_bool(0.5))
                     });
@@ -233,9 +232,8 @@ impl PowerFs {
     /// `torn_seed`, a power cut is torn: each unsynced page reached the disk
     /// or not, at random (seeded); without it every unsynced byte is lost.
     pub fn new(root: impl Into<PathBuf>, torn_seed: Option<u64>) -> PowerFs {
-        let root = Arc::new(root.into());
         PowerFs {
-            root: root.clone(),
+            root: Arc::new(root.into()),
             state: Arc::new(Mutex::new(State {
                 inodes: Inodes::new(),
                 handles: HashMap::new(),
@@ -246,7 +244,6 @@ impl PowerFs {
                 armed_for_crossing: false,
                 cut: None,
                 torn: torn_seed.map(StdRng::seed_from_u64),
-                root,
             })),
         }
     }
@@ -272,7 +269,7 @@ impl PowerFs {
     /// Power loss: drop every unsynced byte and refuse all further
     /// requests. A second cut changes nothing and reports the first.
     pub fn power_cut(&self) -> CutReport {
-        self.lock().cut(false)
+        self.lock().cut(false, &self.root)
     }
 
     /// Power loss at the worst moment: right after the next write request
@@ -446,7 +443,7 @@ impl PowerFs {
         overlay.write(&h.file, offset, data)?;
         let crosses = !data.is_empty() && offset / PAGE != (offset + data.len() as u64 - 1) / PAGE;
         if st.armed && (crosses || !st.armed_for_crossing) {
-            st.cut(true);
+            st.cut(true, &self.root);
         }
         Ok(data.len() as u32)
     }

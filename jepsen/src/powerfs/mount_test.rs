@@ -5,6 +5,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
 
 use super::daemon::mount_config;
 use super::fs::PowerFs;
@@ -17,18 +18,33 @@ fn can_mount() -> bool {
     true
 }
 
-#[test]
-fn mounted_fs_keeps_only_fsynced_data_across_a_power_cut() {
-    if !can_mount() {
-        return;
-    }
+/// A mounted [`PowerFs`] in a temporary directory: its backing directory
+/// ("the disk"), its mount point, and the session (unmounts when dropped).
+struct Mounted {
+    backing: PathBuf,
+    mnt: PathBuf,
+    pfs: PowerFs,
+    session: fuser::BackgroundSession,
+    _dir: tempfile::TempDir,
+}
+
+fn mount(torn_seed: Option<u64>) -> Mounted {
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("disk");
     let mnt = dir.path().join("mnt");
     fs::create_dir_all(&backing).unwrap();
     fs::create_dir_all(&mnt).unwrap();
-    let pfs = PowerFs::new(backing.clone(), None);
+    let pfs = PowerFs::new(backing.clone(), torn_seed);
     let session = fuser::spawn_mount(pfs.clone(), &mnt, &mount_config()).unwrap();
+    Mounted { backing, mnt, pfs, session, _dir: dir }
+}
+
+#[test]
+fn mounted_fs_keeps_only_fsynced_data_across_a_power_cut() {
+    if !can_mount() {
+        return;
+    }
+    let Mounted { backing, mnt, pfs, session, _dir } = mount(None);
 
     fs::create_dir(mnt.join("data")).unwrap();
     let path = mnt.join("data/db");
@@ -88,14 +104,8 @@ fn mounted_fs_tears_a_cut_page_by_page() {
     if !can_mount() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let backing = dir.path().join("disk");
-    let mnt = dir.path().join("mnt");
-    fs::create_dir_all(&backing).unwrap();
-    fs::create_dir_all(&mnt).unwrap();
     // Seed 5 keeps some of the 16 pages and drops others (checked below).
-    let pfs = PowerFs::new(backing.clone(), Some(5));
-    let session = fuser::spawn_mount(pfs.clone(), &mnt, &mount_config()).unwrap();
+    let Mounted { backing, mnt, pfs, session, _dir } = mount(Some(5));
     let path = mnt.join("log");
     let mut f = OpenOptions::new().create_new(true).read(true).write(true).open(&path).unwrap();
     f.write_all(&[1u8; 100]).unwrap();
@@ -137,13 +147,7 @@ fn a_torn_arm_may_wait_for_a_write_across_pages() {
     let page = super::overlay::PAGE as usize;
     let mut waited = 0;
     for seed in 0..20 {
-        let dir = tempfile::tempdir().unwrap();
-        let backing = dir.path().join("disk");
-        let mnt = dir.path().join("mnt");
-        fs::create_dir_all(&backing).unwrap();
-        fs::create_dir_all(&mnt).unwrap();
-        let pfs = PowerFs::new(backing.clone(), Some(seed));
-        let session = fuser::spawn_mount(pfs.clone(), &mnt, &mount_config()).unwrap();
+        let Mounted { mnt, pfs, session, _dir, .. } = mount(Some(seed));
         let mut f = OpenOptions::new().create_new(true).write(true).open(mnt.join("log")).unwrap();
         f.write_all(&[1u8; 100]).unwrap();
         pfs.arm();
