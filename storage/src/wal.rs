@@ -423,15 +423,18 @@ impl Wal {
                         pos = next;
                     }
                     Err(bad) => {
-                        let only_zeros_after = bad.end.is_some_and(|end| {
-                            bytes.get(end..).is_some_and(|rest| rest.iter().all(|&b| b == 0))
-                        });
-                        let zeros_from_here = bytes[pos..].iter().all(|&b| b == 0);
-                        let torn = bad.runs_past_end
-                            || only_zeros_after
-                            || zeros_from_here
-                            || first_frame_after(&bytes, pos, bad.end).is_none();
-                        if is_last && torn {
+                        // Only the last segment can end in an unsynced
+                        // frame (zeros alone never check out as a frame).
+                        let only_zeros_after = || {
+                            bad.end.is_some_and(|end| {
+                                bytes.get(end..).is_some_and(|rest| rest.iter().all(|&b| b == 0))
+                            })
+                        };
+                        let torn = is_last
+                            && (bad.runs_past_end
+                                || only_zeros_after()
+                                || first_frame_after(&bytes, pos, bad.end).is_none());
+                        if torn {
                             tracing::warn!(
                                 segment = %path.display(),
                                 offset = pos,
@@ -641,6 +644,15 @@ mod tests {
         wal.range(..).into_iter().map(|(k, _)| k).collect()
     }
 
+    /// A new log in `data` holding `frames`, synced and closed.
+    fn write_synced(data: &Path, frames: Vec<Vec<WalOp>>) {
+        let mut wal = Wal::create(data, Vec::new()).unwrap();
+        for ops in frames {
+            wal.write(ops).unwrap();
+        }
+        sync(&mut wal);
+    }
+
     fn segment_path(data: &Path, seq: u64) -> PathBuf {
         data.join(LOG_DIR).join(segment_name(seq))
     }
@@ -668,12 +680,7 @@ mod tests {
     fn a_torn_tail_is_cut_and_writing_resumes() {
         let data = tempfile::tempdir().unwrap();
         let seg = segment_path(data.path(), 1);
-        {
-            let mut wal = Wal::create(data.path(), Vec::new()).unwrap();
-            wal.write(vec![put(1, b"one")]).unwrap();
-            wal.write(vec![put(2, &[9; 100])]).unwrap();
-            sync(&mut wal);
-        }
+        write_synced(data.path(), vec![vec![put(1, b"one")], vec![put(2, &[9; 100])]]);
         // The second frame lost its last 10 bytes, as an unsynced append can.
         let len = fs::metadata(&seg).unwrap().len();
         OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 10).unwrap();
@@ -691,11 +698,7 @@ mod tests {
     fn a_zero_filled_tail_is_cut() {
         let data = tempfile::tempdir().unwrap();
         let seg = segment_path(data.path(), 1);
-        {
-            let mut wal = Wal::create(data.path(), Vec::new()).unwrap();
-            wal.write(vec![put(1, b"one")]).unwrap();
-            sync(&mut wal);
-        }
+        write_synced(data.path(), vec![vec![put(1, b"one")]]);
         // The file grew but the data never arrived (extended with zeros).
         let file = OpenOptions::new().write(true).open(&seg).unwrap();
         let len = file.metadata().unwrap().len();
@@ -709,12 +712,7 @@ mod tests {
     fn a_bad_frame_followed_by_data_is_corruption_not_a_tail() {
         let data = tempfile::tempdir().unwrap();
         let seg = segment_path(data.path(), 1);
-        {
-            let mut wal = Wal::create(data.path(), Vec::new()).unwrap();
-            wal.write(vec![put(1, b"one")]).unwrap();
-            wal.write(vec![put(2, b"two")]).unwrap();
-            sync(&mut wal);
-        }
+        write_synced(data.path(), vec![vec![put(1, b"one")], vec![put(2, b"two")]]);
         // Flip a byte in the FIRST frame's value: acknowledged data is bad.
         let mut bytes = fs::read(&seg).unwrap();
         let at = MAGIC.len() + FRAME_HEADER + 13;
@@ -795,13 +793,10 @@ mod tests {
     fn a_damaged_header_before_a_good_frame_is_corruption() {
         let data = tempfile::tempdir().unwrap();
         let seg = segment_path(data.path(), 1);
-        {
-            let mut wal = Wal::create(data.path(), Vec::new()).unwrap();
-            wal.write(vec![put(1, b"one")]).unwrap();
-            wal.write(vec![put(2, b"two")]).unwrap();
-            wal.write(vec![put(3, b"three")]).unwrap();
-            sync(&mut wal);
-        }
+        write_synced(
+            data.path(),
+            vec![vec![put(1, b"one")], vec![put(2, b"two")], vec![put(3, b"three")]],
+        );
         let mut bytes = fs::read(&seg).unwrap();
         let second = MAGIC.len() + encode_frame(&[put(1, b"one")]).len();
         bytes[second..second + 4].fill(0);
