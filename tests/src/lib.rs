@@ -69,8 +69,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// A free address on 127.0.0.1 (see [`ports`]).
-async fn free_addr() -> SocketAddr {
+/// A free address on 127.0.0.1, for TCP and UDP alike (see [`ports`]).
+pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
@@ -85,7 +85,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut addrs = BTreeMap::new();
         for id in 1..=n {
-            addrs.insert(id, free_addr().await);
+            addrs.insert(id, free_addr());
         }
         let initial: Vec<String> = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect();
         let initial = initial.join(",");
@@ -166,7 +166,7 @@ impl Cluster {
 
     /// Add a node that is not part of the bootstrap membership (not started).
     pub async fn add_node_config(&mut self, id: u64) -> SocketAddr {
-        let addr = free_addr().await;
+        let addr = free_addr();
         let config = test_config(id, addr, self.dir.path().join(format!("node{id}")));
         self.nodes.insert(id, NodeHandle { id, addr, config, running: None });
         addr
@@ -390,20 +390,12 @@ impl SipResponder {
     }
 }
 
-/// A 127.0.0.1 port free for both UDP and TCP (SIP binds both).
-pub async fn free_sip_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
-}
-
 impl Cluster {
     /// Like [`Cluster::start_with`], with every node serving SIP on UDP and
     /// TCP (on a free 127.0.0.1 port each) and gateway probing off, so that
     /// gateways that do not exist stay in service.
     pub async fn start_sip(n: u64, tweak: impl Fn(&mut Config)) -> Cluster {
-        let mut addrs = Vec::new();
-        for _ in 0..n {
-            addrs.push(free_sip_addr().await);
-        }
+        let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
         Cluster::start_with(n, |c| {
             c.sip.listen = Some(addrs[(c.id - 1) as usize]);
             c.gateways.probe_interval_ms = 0;

@@ -429,7 +429,7 @@ impl Edit for Vec<u8> {
 async fn a_node_outside_the_cluster_answers_invites_with_503() {
     let mut cluster = Cluster::start_sip(3, |_| {}).await;
     cluster.add_node_config(4).await;
-    let addr = switchboard_tests::free_sip_addr().await;
+    let addr = switchboard_tests::free_addr();
     cluster.nodes.get_mut(&4).unwrap().config.sip.listen = Some(addr);
     cluster.start_node(4).await;
     let phone = Udp::new().await;

@@ -39,13 +39,10 @@ async fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
     serde_json::from_str(&body).ok()
 }
 
-fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], switchboard_tests::ports::free_port()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_json_shows_a_known_cluster_state_at_every_node() {
-    let http: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
+    let http: BTreeMap<u64, SocketAddr> =
+        (1..=3).map(|id| (id, switchboard_tests::free_addr())).collect();
     let mut cluster = Cluster::start_with(3, |c| {
         c.gateways.probe_interval_ms = 0;
         c.calls.capacity = 50;
