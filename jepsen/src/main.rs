@@ -107,6 +107,9 @@ async fn test(args: TestArgs) -> Result<bool> {
     if args.nodes == 0 || args.nodes > 9 {
         return Err(anyhow!("--nodes must be 1..=9"));
     }
+    if args.torn && !nemeses.contains(&Kind::Power) {
+        return Err(anyhow!("--torn tears the power nemesis's cuts: add power to --nemesis"));
+    }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
